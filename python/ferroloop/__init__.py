@@ -1,0 +1,106 @@
+"""ferroloop: a drop-in asyncio event loop with its core in Rust.
+
+    import asyncio, ferroloop
+    asyncio.run(main(), loop_factory=ferroloop.new_event_loop)   # 3.12+
+    ferroloop.run(main())                                        # any version
+    ferroloop.install()   # sets the policy, like uvloop.install()
+"""
+
+from __future__ import annotations
+
+import asyncio as _asyncio
+import sys as _sys
+import warnings as _warnings
+from asyncio import unix_events as _unix_events
+
+from ._ferroloop import Handle, TimerHandle
+from ._loop import Loop
+
+__all__ = ["Loop", "Handle", "TimerHandle", "new_event_loop", "run", "install", "EventLoopPolicy"]
+__version__ = "0.1.0"
+
+
+def new_event_loop() -> Loop:
+    """Return a new ferroloop event loop."""
+    return Loop()
+
+
+def run(main, *, loop_factory=new_event_loop, debug=None, **run_kwargs):
+    """Run a coroutine on a new ferroloop loop, with asyncio.run's semantics:
+    leftover tasks are cancelled, async generators and the default executor
+    shut down, and the loop closed."""
+    if not _asyncio.iscoroutine(main):
+        raise ValueError(f"a coroutine was expected, got {main!r}")
+    if _sys.version_info >= (3, 12):
+        return _asyncio.run(main, loop_factory=loop_factory, debug=debug, **run_kwargs)
+    if hasattr(_asyncio, "Runner"):  # 3.11
+        with _asyncio.Runner(debug=debug, loop_factory=loop_factory, **run_kwargs) as runner:
+            return runner.run(main)
+    return _run_without_runner(main, loop_factory, debug)
+
+
+def _run_without_runner(main, loop_factory, debug):
+    """asyncio.run for Python 3.10, which has no Runner or loop_factory."""
+    if _asyncio.events._get_running_loop() is not None:
+        main.close()
+        raise RuntimeError("asyncio.run() cannot be called from a running event loop")
+    loop = loop_factory()
+    try:
+        _asyncio.set_event_loop(loop)
+        if debug is not None:
+            loop.set_debug(debug)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            _cancel_all_tasks(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            _asyncio.set_event_loop(None)
+            loop.close()
+
+
+def _cancel_all_tasks(loop) -> None:
+    to_cancel = _asyncio.all_tasks(loop)
+    if not to_cancel:
+        return
+    for task in to_cancel:
+        task.cancel()
+    loop.run_until_complete(_asyncio.gather(*to_cancel, return_exceptions=True))
+    for task in to_cancel:
+        if task.cancelled():
+            continue
+        if task.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception during asyncio.run() shutdown",
+                    "exception": task.exception(),
+                    "task": task,
+                }
+            )
+
+
+class EventLoopPolicy(_unix_events._UnixDefaultEventLoopPolicy):
+    """An event loop policy whose loops are ferroloop loops.
+
+    Note that Python 3.14 deprecates event loop policies: prefer
+    ``ferroloop.run()`` or ``asyncio.run(..., loop_factory=ferroloop.new_event_loop)``.
+    """
+
+    def _loop_factory(self) -> Loop:
+        return new_event_loop()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+def install() -> None:
+    """Make ferroloop the loop every new asyncio loop comes from."""
+    if _sys.version_info >= (3, 12):
+        _warnings.warn(
+            "ferroloop.install() is deprecated in favor of ferroloop.run() "
+            "starting with Python 3.12.",
+            DeprecationWarning,
+            stacklevel=1,
+        )
+    _asyncio.set_event_loop_policy(EventLoopPolicy())

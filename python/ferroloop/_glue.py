@@ -1,0 +1,49 @@
+"""Python helpers the Rust core calls on rare paths (errors, repr, debug).
+
+They exist so that messages and formats are those of the running CPython's
+asyncio, to the letter, whatever its version.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from asyncio import base_events, format_helpers
+
+from ._ferroloop import TimerHandle
+
+logger = logging.getLogger("asyncio")
+
+if "debug" in inspect.signature(format_helpers._format_callback_source).parameters:
+
+    def _callback_source(callback, args, loop) -> str:
+        return format_helpers._format_callback_source(callback, args, debug=loop.get_debug())
+
+else:  # Python < 3.13
+
+    def _callback_source(callback, args, loop) -> str:
+        return format_helpers._format_callback_source(callback, args)
+
+
+def report_callback_error(loop, handle, exc: BaseException) -> None:
+    """What asyncio's Handle._run does when its callback raises."""
+    source = _callback_source(handle._callback, handle._args, loop)
+    loop.call_exception_handler(
+        {"message": f"Exception in callback {source}", "exception": exc, "handle": handle}
+    )
+
+
+def handle_repr(handle) -> str:
+    """asyncio's Handle/TimerHandle repr: <Handle [cancelled] cb(args) at file:line>."""
+    info = [type(handle).__name__]
+    if handle.cancelled():
+        info.append("cancelled")
+    if isinstance(handle, TimerHandle):
+        info.insert(2 if handle.cancelled() else 1, f"when={handle.when()}")
+    info.append(_callback_source(handle._callback, handle._args, handle._loop))
+    return "<{}>".format(" ".join(info))
+
+
+def log_slow_callback(handle, seconds: float) -> None:
+    """Debug mode: a callback ran longer than loop.slow_callback_duration."""
+    logger.warning("Executing %s took %.3f seconds", base_events._format_handle(handle), seconds)

@@ -1,0 +1,162 @@
+"""`ferroloop.Loop`: the Rust core plus asyncio's own Unix loop services.
+
+The class is ``Loop(CoreLoop, asyncio SelectorEventLoop)``. `CoreLoop`
+(Rust, first in the MRO) owns the hot path: the ready queue, timers, the
+epoll poller and the run loop, and the scheduling methods. Everything that
+asyncio builds *on top of* a loop's scheduling and fd-readiness primitives
+(tasks, run_until_complete, exception handler, executors, DNS, sock_*
+methods, transports, pipes, subprocesses, signals) is inherited from the
+running CPython's asyncio, so its behaviour and error messages are that
+version's exactly. ARCHITECTURE.md says which layer owns what.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import selectors
+import sys
+import threading
+import weakref
+from asyncio import base_events, events, selector_events, unix_events
+
+from ._ferroloop import CoreLoop
+
+__all__ = ["Loop"]
+
+
+class _SelectorView(selectors.BaseSelector):
+    """A read-only `selectors` view of the core's fd table.
+
+    asyncio's selector transports ask `loop._selector.get_key(fd)` in their
+    repr; registration itself goes through the core's `_add_reader` & co.
+    """
+
+    def __init__(self, loop: Loop) -> None:
+        self._loop = weakref.ref(loop)
+
+    def _key(self, fd: int) -> selectors.SelectorKey | None:
+        loop = self._loop()
+        found = None if loop is None or loop.is_closed() else loop._fd_key(fd)
+        if found is None:
+            return None
+        mask, reader, writer = found
+        return selectors.SelectorKey(fd, fd, mask, (reader, writer))
+
+    def register(self, fileobj, events, data=None):
+        raise NotImplementedError("ferroloop registers fds through loop.add_reader/add_writer")
+
+    def unregister(self, fileobj):
+        raise NotImplementedError("ferroloop registers fds through loop.add_reader/add_writer")
+
+    def select(self, timeout=None):
+        raise NotImplementedError("ferroloop's core polls; the selector view does not")
+
+    def get_key(self, fileobj):
+        fd = selectors._fileobj_to_fd(fileobj)
+        key = self._key(fd)
+        if key is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        return key
+
+    def get_map(self):
+        loop = self._loop()
+        fds = [] if loop is None or loop.is_closed() else loop._fds()
+        return {fd: key for fd in fds if (key := self._key(fd)) is not None}
+
+    def close(self) -> None:
+        pass
+
+
+async def _refuse_blocking_socket():
+    raise ValueError("the socket must be non-blocking")
+
+
+def _nonblocking_only(name: str):
+    """asyncio's sock_* method, refusing a blocking socket in every mode
+    (asyncio checks only in debug mode; a blocking socket would hang us)."""
+    impl = getattr(selector_events.BaseSelectorEventLoop, name)
+
+    def method(self, sock, *args):
+        if sock.gettimeout() != 0:
+            return _refuse_blocking_socket()
+        return impl(self, sock, *args)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = impl.__doc__
+    return method
+
+
+class Loop(CoreLoop, unix_events.SelectorEventLoop):
+    """An asyncio event loop whose core runs in Rust."""
+
+    def __init__(self) -> None:
+        unix_events.SelectorEventLoop.__init__(self, _SelectorView(self))
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} running={self.is_running()} "
+            f"closed={self.is_closed()} debug={self.get_debug()}>"
+        )
+
+    if hasattr(base_events.BaseEventLoop, "_run_forever_setup"):  # 3.12+
+
+        def run_forever(self) -> None:
+            """Run until stop() is called."""
+            self._run_forever_setup()
+            try:
+                self._run_until_stopped()
+            finally:
+                self._run_forever_cleanup()
+
+    else:
+
+        def run_forever(self) -> None:
+            """Run until stop() is called."""
+            self._check_closed()
+            self._check_running()
+            self._set_coroutine_origin_tracking(self._debug)
+            old_agen_hooks = sys.get_asyncgen_hooks()
+            try:
+                self._thread_id = threading.get_ident()
+                sys.set_asyncgen_hooks(
+                    firstiter=self._asyncgen_firstiter_hook,
+                    finalizer=self._asyncgen_finalizer_hook,
+                )
+                events._set_running_loop(self)
+                self._run_until_stopped()
+            finally:
+                self._stopping = False
+                self._thread_id = None
+                events._set_running_loop(None)
+                self._set_coroutine_origin_tracking(False)
+                sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    def close(self) -> None:
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        super().close()
+        self._close_core()
+
+    def _add_callback(self, handle) -> None:
+        # asyncio's signal path hands us its own events.Handle objects.
+        if not handle._cancelled:
+            self.call_soon(handle._run)
+
+    for _name in (
+        "sock_recv",
+        "sock_recv_into",
+        "sock_recvfrom",
+        "sock_recvfrom_into",
+        "sock_sendall",
+        "sock_sendto",
+        "sock_connect",
+        "sock_accept",
+    ):
+        if hasattr(selector_events.BaseSelectorEventLoop, _name):
+            locals()[_name] = _nonblocking_only(_name)
+    del _name
+
+
+assert issubclass(Loop, asyncio.AbstractEventLoop)

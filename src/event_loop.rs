@@ -1,0 +1,574 @@
+//! `CoreLoop`: the part of the event loop that runs on every iteration.
+//! It owns the ready queue, the timer heap, the fd → reader/writer table and
+//! the poller, and implements the scheduling methods (`call_soon`,
+//! `call_later`, `call_at`, `call_soon_threadsafe`, `time`, `stop`) and the
+//! run loop itself (`_run_until_stopped`).
+//!
+//! Everything else asyncio's loop does (run_until_complete, tasks, exception
+//! handler, executors, DNS, sockets, transports) lives in Python subclasses
+//! (`ferroloop._loop.Loop`) that call into this core.
+//!
+//! Locking: all mutable state sits in one `parking_lot::Mutex`, taken for a
+//! few instructions at a time and *never* held while Python code runs —
+//! callbacks call back into `call_soon`, and releasing a Python reference can
+//! run `__del__`, so handles removed under the lock are dropped after it.
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyInt, PyTuple};
+
+use crate::handles::{Handle, TimerHandle};
+use crate::poller::{Poller, Ready, READABLE, WRITABLE};
+use crate::timers::{monotonic, TimerHeap, CLOCK_RESOLUTION};
+
+/// asyncio never sleeps longer than a day in one poll.
+const MAX_POLL_SECONDS: f64 = 24.0 * 3600.0;
+
+#[derive(Default)]
+struct FdEntry {
+    reader: Option<Py<Handle>>,
+    writer: Option<Py<Handle>>,
+    /// The interest last given to the poller.
+    mask: u32,
+}
+
+#[derive(Default)]
+struct LoopState {
+    ready: VecDeque<Py<Handle>>,
+    timers: TimerHeap,
+    /// Indexed by fd: fds are small, dense integers.
+    fds: Vec<Option<FdEntry>>,
+}
+
+#[pyclass(subclass, frozen, module = "ferroloop._ferroloop")]
+pub struct CoreLoop {
+    state: Mutex<LoopState>,
+    poller: Poller,
+    stopping: AtomicBool,
+    closed: AtomicBool,
+    debug: AtomicBool,
+    /// Cancelled timers still in the heap (shared with every TimerHandle).
+    timers_cancelled: Arc<AtomicUsize>,
+}
+
+/// `fd` may be an int or an object with `fileno()`, as in `selectors`.
+fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
+    let fd: i64 = if obj.is_instance_of::<PyInt>() {
+        obj.extract()?
+    } else {
+        match obj.call_method0("fileno") {
+            Ok(v) => v.extract().map_err(|_| {
+                PyValueError::new_err(format!("Invalid file object: {}", obj.repr().unwrap()))
+            })?,
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py()) => {
+                return Err(PyValueError::new_err(format!(
+                    "Invalid file object: {}",
+                    obj.repr()?
+                )))
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if fd < 0 || fd > i32::MAX as i64 {
+        return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
+    }
+    Ok(fd as RawFd)
+}
+
+fn dec_saturating(counter: &AtomicUsize) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+}
+
+fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    // SAFETY: returns a new reference or NULL with an exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()).map(Bound::unbind) }
+}
+
+impl CoreLoop {
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            Err(PyRuntimeError::new_err("Event loop is closed"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// asyncio's checks: callbacks are always checked cheaply (a coroutine
+    /// object is not callable); debug mode adds the thread check and the
+    /// coroutine-function check, exactly as asyncio does.
+    fn check_call(slf: &Bound<'_, Self>, callback: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
+        let this = slf.get();
+        this.check_closed()?;
+        if this.debug.load(Ordering::Relaxed) {
+            if method != "call_soon_threadsafe" {
+                slf.call_method0("_check_thread")?;
+            }
+            slf.call_method1("_check_callback", (callback, method))?;
+        } else if !callback.is_callable() {
+            slf.call_method1("_check_callback", (callback, method))?;
+            return Err(PyTypeError::new_err(format!(
+                "a callable object was expected by {method}()"
+            )));
+        }
+        Ok(())
+    }
+
+    fn new_handle(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Handle> {
+        let py = slf.py();
+        let context = match context {
+            Some(c) if !c.is_none() => c.unbind(),
+            _ => copy_context(py)?,
+        };
+        Ok(Handle::new(
+            callback.unbind(),
+            args.unbind(),
+            context,
+            slf.clone().into_any().unbind(),
+        ))
+    }
+
+    fn push_ready(&self, handle: Py<Handle>) {
+        self.state.lock().ready.push_back(handle);
+    }
+
+    /// Register `handle` as the reader or writer of `fd`, returning the
+    /// handle it replaces (to be cancelled by the caller, unlocked).
+    fn set_fd_handle(
+        &self,
+        fd: RawFd,
+        dir: u32,
+        handle: Option<Py<Handle>>,
+    ) -> PyResult<Option<Py<Handle>>> {
+        let mut st = self.state.lock();
+        let idx = fd as usize;
+        if st.fds.len() <= idx {
+            if handle.is_none() {
+                return Ok(None);
+            }
+            st.fds.resize_with(idx + 1, || None);
+        }
+        let slot = &mut st.fds[idx];
+        let entry = slot.get_or_insert_with(FdEntry::default);
+        let was = entry.mask;
+        let new_mask = if handle.is_some() { was | dir } else { was & !dir };
+        let target = if dir == READABLE {
+            &mut entry.reader
+        } else {
+            &mut entry.writer
+        };
+        if handle.is_some() || new_mask != was {
+            self.poller.set_interest(fd, was, new_mask)?;
+        }
+        let old = std::mem::replace(target, handle);
+        entry.mask = new_mask;
+        if entry.reader.is_none() && entry.writer.is_none() {
+            *slot = None;
+        }
+        Ok(old)
+    }
+
+    fn add_fd_callback(
+        slf: &Bound<'_, Self>,
+        dir: u32,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let fd = fileobj_to_fd(fd)?;
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, None)?)?;
+        let old = this.set_fd_handle(fd, dir, Some(handle.clone_ref(py)))?;
+        if let Some(old) = old {
+            old.get().set_cancelled();
+        }
+        Ok(handle)
+    }
+
+    fn remove_fd_callback(&self, dir: u32, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let fd = fileobj_to_fd(fd)?;
+        match self.set_fd_handle(fd, dir, None)? {
+            Some(old) => {
+                old.get().set_cancelled();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Turn poller reports into ready handles (asyncio's `_process_events`).
+    fn queue_io(&self, py: Python<'_>, ready_fds: &mut Vec<Ready>) -> PyResult<()> {
+        let mut stale: Vec<(RawFd, u32)> = Vec::new();
+        {
+            let mut st = self.state.lock();
+            let LoopState { ready, fds, .. } = &mut *st;
+            for r in ready_fds.drain(..) {
+                let Some(Some(entry)) = fds.get(r.fd as usize) else {
+                    continue;
+                };
+                for (dir, h) in [(READABLE, &entry.reader), (WRITABLE, &entry.writer)] {
+                    if r.mask & dir == 0 {
+                        continue;
+                    }
+                    if let Some(h) = h {
+                        if h.get().is_cancelled() {
+                            stale.push((r.fd, dir));
+                        } else {
+                            ready.push_back(h.clone_ref(py));
+                        }
+                    }
+                }
+            }
+        }
+        for (fd, dir) in stale {
+            // A cancelled reader/writer is unregistered, as asyncio does.
+            let old = self.set_fd_handle(fd, dir, None)?;
+            drop(old);
+        }
+        Ok(())
+    }
+
+    /// One loop iteration: poll, queue due timers, run what was ready.
+    fn run_once(
+        slf: &Bound<'_, Self>,
+        batch: &mut VecDeque<Py<Handle>>,
+        events: &mut Vec<libc::epoll_event>,
+        ready_fds: &mut Vec<Ready>,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+
+        let timeout = {
+            let mut st = this.state.lock();
+            let purged = st.timers.purge_cancelled(py, &this.timers_cancelled);
+            let t = if !st.ready.is_empty() || this.stopping.load(Ordering::Relaxed) {
+                Some(Duration::ZERO)
+            } else {
+                st.timers.next_deadline().map(|when| {
+                    Duration::from_secs_f64((when - monotonic()).clamp(0.0, MAX_POLL_SECONDS))
+                })
+            };
+            drop(st);
+            drop(purged);
+            t
+        };
+
+        let polled = if timeout == Some(Duration::ZERO) {
+            // Nothing to wait for: no need to let go of the GIL.
+            this.poller.wait(events, timeout, ready_fds)
+        } else {
+            let poller = &this.poller;
+            py.detach(|| poller.wait(events, timeout, ready_fds))
+        };
+        match polled {
+            Ok(()) => this.queue_io(py, ready_fds)?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals()?,
+            Err(e) => return Err(e.into()),
+        }
+
+        {
+            let end_time = monotonic() + CLOCK_RESOLUTION;
+            let mut st = this.state.lock();
+            while let Some(entry) = st.timers.pop_due(end_time) {
+                let timer = entry.handle.bind(py);
+                timer.get().unschedule();
+                let base = timer.as_super();
+                if base.get().is_cancelled() {
+                    dec_saturating(&this.timers_cancelled);
+                }
+                let handle: Py<Handle> = base.clone().unbind();
+                st.ready.push_back(handle);
+            }
+            std::mem::swap(&mut st.ready, batch);
+        }
+
+        let debug = this.debug.load(Ordering::Relaxed);
+        while let Some(handle) = batch.pop_front() {
+            let h = handle.bind(py);
+            if h.get().is_cancelled() {
+                continue;
+            }
+            let outcome = if debug {
+                let t0 = monotonic();
+                let r = Handle::run(h);
+                let dt = monotonic() - t0;
+                let slow: f64 = slf.getattr("slow_callback_duration")?.extract()?;
+                if dt >= slow {
+                    crate::handles::glue(py, "log_slow_callback")?.call1((h, dt))?;
+                }
+                r
+            } else {
+                Handle::run(h)
+            };
+            if let Err(e) = outcome {
+                // KeyboardInterrupt/SystemExit: what was not run stays queued,
+                // in order, as with asyncio's deque.
+                let mut st = this.state.lock();
+                while let Some(rest) = batch.pop_back() {
+                    st.ready.push_front(rest);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl CoreLoop {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        Ok(CoreLoop {
+            state: Mutex::new(LoopState::default()),
+            poller: Poller::new()?,
+            stopping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
+            timers_cancelled: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    fn time(&self) -> f64 {
+        monotonic()
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        Self::check_call(slf, &callback, "call_soon")?;
+        let py = slf.py();
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        slf.get().push_ready(handle.clone_ref(py));
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        Self::check_call(slf, &callback, "call_soon_threadsafe")?;
+        let py = slf.py();
+        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        let this = slf.get();
+        this.push_ready(handle.clone_ref(py));
+        this.poller.wake();
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later(
+        slf: &Bound<'_, Self>,
+        delay: Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let delay: f64 = delay.extract()?;
+        Self::schedule_at(slf, monotonic() + delay, callback, args, context)
+    }
+
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if when.is_none() {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
+        let when: f64 = when.extract()?;
+        Self::schedule_at(slf, when, callback, args, context)
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn _stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    #[setter(_stopping)]
+    fn set_stopping(&self, value: bool) {
+        self.stopping.store(value, Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn _closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    #[setter(_closed)]
+    fn set_closed(&self, value: bool) {
+        self.closed.store(value, Ordering::Relaxed);
+    }
+
+    #[getter]
+    fn _debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
+    }
+
+    #[setter(_debug)]
+    fn set_debug_flag(&self, value: bool) {
+        self.debug.store(value, Ordering::Relaxed);
+    }
+
+    /// Register `callback(*args)` to run whenever `fd` is readable; returns
+    /// the Handle (asyncio's selector loop contract).
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::add_fd_callback(slf, READABLE, fd, callback, args)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::add_fd_callback(slf, WRITABLE, fd, callback, args)
+    }
+
+    fn _remove_reader(&self, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.remove_fd_callback(READABLE, fd)
+    }
+
+    fn _remove_writer(&self, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.remove_fd_callback(WRITABLE, fd)
+    }
+
+    /// Wake the loop from another thread (asyncio's self-pipe write).
+    fn _write_to_self(&self) {
+        self.poller.wake();
+    }
+
+    /// Run iterations until `stop()` is called. The Python `run_forever`
+    /// around it does the per-run setup and teardown.
+    fn _run_until_stopped(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        let mut batch = VecDeque::new();
+        let mut events = Vec::with_capacity(64);
+        let mut ready_fds = Vec::with_capacity(64);
+        loop {
+            Self::run_once(slf, &mut batch, &mut events, &mut ready_fds)?;
+            if this.stopping.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        this.stopping.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Release every queued handle and the poller (end of `close()`).
+    fn _close_core(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        let (ready, timers, fds) = {
+            let mut st = self.state.lock();
+            (
+                std::mem::take(&mut st.ready),
+                st.timers.take_all(),
+                std::mem::take(&mut st.fds),
+            )
+        };
+        for h in timers.iter() {
+            h.get().unschedule();
+        }
+        self.timers_cancelled.store(0, Ordering::Relaxed);
+        self.poller.close();
+        drop((ready, timers, fds));
+    }
+
+    /// The poller interest and handles of `fd`, or None: what the
+    /// selector view (`ferroloop._loop._SelectorView`) reports.
+    #[allow(clippy::type_complexity)]
+    fn _fd_key(
+        &self,
+        py: Python<'_>,
+        fd: RawFd,
+    ) -> Option<(u32, Option<Py<Handle>>, Option<Py<Handle>>)> {
+        let st = self.state.lock();
+        let entry = st.fds.get(fd as usize)?.as_ref()?;
+        Some((
+            entry.mask,
+            entry.reader.as_ref().map(|h| h.clone_ref(py)),
+            entry.writer.as_ref().map(|h| h.clone_ref(py)),
+        ))
+    }
+
+    /// Every fd with a reader or writer.
+    fn _fds(&self) -> Vec<RawFd> {
+        let st = self.state.lock();
+        st.fds
+            .iter()
+            .enumerate()
+            .filter_map(|(fd, e)| e.as_ref().map(|_| fd as RawFd))
+            .collect()
+    }
+
+    /// Counts for tests and `repr`: (ready, timers, fds with a callback).
+    fn _core_counts(&self) -> (usize, usize, usize) {
+        let st = self.state.lock();
+        (
+            st.ready.len(),
+            st.timers.len(),
+            st.fds.iter().filter(|e| e.is_some()).count(),
+        )
+    }
+}
+
+impl CoreLoop {
+    fn schedule_at(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        Self::check_call(slf, &callback, "call_at")?;
+        let py = slf.py();
+        let this = slf.get();
+        let base = Self::new_handle(slf, callback, args, context)?;
+        let init = PyClassInitializer::from(base)
+            .add_subclass(TimerHandle::new(when, this.timers_cancelled.clone()));
+        let timer = Py::new(py, init)?;
+        this.state.lock().timers.push(when, timer.clone_ref(py));
+        Ok(timer)
+    }
+}

@@ -1,0 +1,208 @@
+//! `Handle` and `TimerHandle`: a scheduled callback, its arguments and the
+//! `contextvars.Context` it runs in. Running a handle is the hottest path of
+//! the loop, so it enters the context and calls the callback through the C
+//! API directly (no bound `Context.run` method, no argument re-packing).
+//!
+//! What a handle must not do: touch loop state. Error reporting and repr go
+//! through small Python helpers (`ferroloop._glue`) so that messages match
+//! the running CPython's asyncio to the letter.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyTuple;
+
+/// Python helpers from `ferroloop._glue`, looked up once per interpreter.
+pub(crate) fn glue<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    static GLUE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    let module = GLUE.get_or_try_init(py, || {
+        py.import("ferroloop._glue").map(Bound::unbind)
+    })?;
+    module.bind(py).getattr(name)
+}
+
+#[pyclass(subclass, frozen, module = "ferroloop._ferroloop")]
+pub struct Handle {
+    callback: Py<PyAny>,
+    args: Py<PyTuple>,
+    context: Py<PyAny>,
+    loop_: Py<PyAny>,
+    cancelled: AtomicBool,
+}
+
+impl Handle {
+    pub(crate) fn new(
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Py<PyAny>,
+        loop_: Py<PyAny>,
+    ) -> Handle {
+        Handle {
+            callback,
+            args,
+            context,
+            loop_,
+            cancelled: AtomicBool::new(false),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Mark cancelled; true if this call did it.
+    pub(crate) fn set_cancelled(&self) -> bool {
+        !self.cancelled.swap(true, Ordering::Relaxed)
+    }
+
+    /// Run the callback in its context. An ordinary exception goes to the
+    /// loop's exception handler, as asyncio's `Handle._run` does; only
+    /// `SystemExit` and `KeyboardInterrupt` come back as `Err`.
+    pub(crate) fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let ctx = this.context.as_ptr();
+        // SAFETY: all pointers are live references owned by `this`; the
+        // context is exited on every path after a successful enter.
+        let result = unsafe {
+            if ffi::PyContext_Enter(ctx) < 0 {
+                std::ptr::null_mut()
+            } else {
+                let args = this.args.as_ptr();
+                let res = if ffi::PyTuple_GET_SIZE(args) == 0 {
+                    ffi::PyObject_CallNoArgs(this.callback.as_ptr())
+                } else {
+                    ffi::PyObject_Call(this.callback.as_ptr(), args, std::ptr::null_mut())
+                };
+                if ffi::PyContext_Exit(ctx) < 0 && !res.is_null() {
+                    ffi::Py_DECREF(res);
+                    std::ptr::null_mut()
+                } else {
+                    res
+                }
+            }
+        };
+        if !result.is_null() {
+            // SAFETY: a new reference returned by the call.
+            unsafe { ffi::Py_DECREF(result) };
+            return Ok(());
+        }
+        let err = PyErr::fetch(py);
+        if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
+        {
+            return Err(err);
+        }
+        glue(py, "report_callback_error")?.call1((this.loop_.bind(py), slf, err.into_value(py)))?;
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl Handle {
+    fn cancel(&self) {
+        self.set_cancelled();
+    }
+
+    fn cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.context.clone_ref(py)
+    }
+
+    /// asyncio's private entry point, used by some libraries and tests.
+    fn _run(slf: &Bound<'_, Handle>) -> PyResult<()> {
+        Handle::run(slf)
+    }
+
+    #[getter]
+    fn _callback(&self, py: Python<'_>) -> Py<PyAny> {
+        self.callback.clone_ref(py)
+    }
+
+    #[getter]
+    fn _args(&self, py: Python<'_>) -> Py<PyTuple> {
+        self.args.clone_ref(py)
+    }
+
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.context.clone_ref(py)
+    }
+
+    #[getter]
+    fn _loop(&self, py: Python<'_>) -> Py<PyAny> {
+        self.loop_.clone_ref(py)
+    }
+
+    #[getter]
+    fn _cancelled(&self) -> bool {
+        self.is_cancelled()
+    }
+
+    /// asyncio records where a handle was created in debug mode; ferroloop
+    /// does not (yet), and says so with None as asyncio does outside debug.
+    #[getter]
+    fn _source_traceback(&self) -> Option<Py<PyAny>> {
+        None
+    }
+
+    fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        glue(slf.py(), "handle_repr")?.call1((slf,))?.extract()
+    }
+}
+
+/// A handle scheduled for a point in time (`loop.time()` clock).
+#[pyclass(extends = Handle, frozen, module = "ferroloop._ferroloop")]
+pub struct TimerHandle {
+    when: f64,
+    /// True while the handle sits in the loop's timer heap.
+    scheduled: AtomicBool,
+    /// The loop's count of cancelled handles still in its heap.
+    heap_cancelled: Arc<AtomicUsize>,
+}
+
+impl TimerHandle {
+    pub(crate) fn new(when: f64, heap_cancelled: Arc<AtomicUsize>) -> TimerHandle {
+        TimerHandle {
+            when,
+            scheduled: AtomicBool::new(true),
+            heap_cancelled,
+        }
+    }
+
+    /// The loop took the handle out of its heap.
+    pub(crate) fn unschedule(&self) {
+        self.scheduled.store(false, Ordering::Relaxed);
+    }
+}
+
+#[pymethods]
+impl TimerHandle {
+    fn cancel(slf: &Bound<'_, Self>) {
+        let this = slf.get();
+        if slf.as_super().get().set_cancelled() && this.scheduled.load(Ordering::Relaxed) {
+            this.heap_cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn when(&self) -> f64 {
+        self.when
+    }
+
+    #[getter]
+    fn _when(&self) -> f64 {
+        self.when
+    }
+
+    #[getter]
+    fn _scheduled(&self) -> bool {
+        self.scheduled.load(Ordering::Relaxed)
+    }
+}

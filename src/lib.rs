@@ -1,0 +1,21 @@
+//! ferroloop's native core, exposed to Python as `ferroloop._ferroloop`.
+//!
+//! Layers (see ARCHITECTURE.md): `poller` (epoll + waker) and `timers`
+//! (clock + heap) know nothing of Python; `handles` runs callbacks in their
+//! contexts; `event_loop` ties them into `CoreLoop`, the base class of the
+//! Python-level `ferroloop.Loop`.
+
+pub mod event_loop;
+pub mod handles;
+pub mod poller;
+pub mod timers;
+
+use pyo3::prelude::*;
+
+#[pymodule(gil_used = true)]
+fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<event_loop::CoreLoop>()?;
+    m.add_class::<handles::Handle>()?;
+    m.add_class::<handles::TimerHandle>()?;
+    Ok(())
+}
