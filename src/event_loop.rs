@@ -78,7 +78,9 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
         }
     };
     if fd < 0 || fd > i32::MAX as i64 {
-        return Err(PyValueError::new_err(format!("Invalid file descriptor: {fd}")));
+        return Err(PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
     }
     Ok(fd as RawFd)
 }
@@ -104,7 +106,11 @@ impl CoreLoop {
     /// asyncio's checks: callbacks are always checked cheaply (a coroutine
     /// object is not callable); debug mode adds the thread check and the
     /// coroutine-function check, exactly as asyncio does.
-    fn check_call(slf: &Bound<'_, Self>, callback: &Bound<'_, PyAny>, method: &str) -> PyResult<()> {
+    fn check_call(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        method: &str,
+    ) -> PyResult<()> {
         let this = slf.get();
         this.check_closed()?;
         if this.debug.load(Ordering::Relaxed) {
@@ -132,11 +138,21 @@ impl CoreLoop {
             Some(c) if !c.is_none() => c.unbind(),
             _ => copy_context(py)?,
         };
+        let source_traceback = if slf.get().debug.load(Ordering::Relaxed) {
+            Some(
+                crate::handles::glue(py, "extract_source_traceback")?
+                    .call0()?
+                    .unbind(),
+            )
+        } else {
+            None
+        };
         Ok(Handle::new(
             callback.unbind(),
             args.unbind(),
             context,
             slf.clone().into_any().unbind(),
+            source_traceback,
         ))
     }
 
@@ -163,7 +179,11 @@ impl CoreLoop {
         let slot = &mut st.fds[idx];
         let entry = slot.get_or_insert_with(FdEntry::default);
         let was = entry.mask;
-        let new_mask = if handle.is_some() { was | dir } else { was & !dir };
+        let new_mask = if handle.is_some() {
+            was | dir
+        } else {
+            was & !dir
+        };
         let target = if dir == READABLE {
             &mut entry.reader
         } else {

@@ -19,9 +19,7 @@ use pyo3::types::PyTuple;
 /// Python helpers from `ferroloop._glue`, looked up once per interpreter.
 pub(crate) fn glue<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
     static GLUE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-    let module = GLUE.get_or_try_init(py, || {
-        py.import("ferroloop._glue").map(Bound::unbind)
-    })?;
+    let module = GLUE.get_or_try_init(py, || py.import("ferroloop._glue").map(Bound::unbind))?;
     module.bind(py).getattr(name)
 }
 
@@ -32,6 +30,8 @@ pub struct Handle {
     context: Py<PyAny>,
     loop_: Py<PyAny>,
     cancelled: AtomicBool,
+    /// Where the handle was created; recorded in debug mode only.
+    source_traceback: Option<Py<PyAny>>,
 }
 
 impl Handle {
@@ -40,6 +40,7 @@ impl Handle {
         args: Py<PyTuple>,
         context: Py<PyAny>,
         loop_: Py<PyAny>,
+        source_traceback: Option<Py<PyAny>>,
     ) -> Handle {
         Handle {
             callback,
@@ -47,6 +48,7 @@ impl Handle {
             context,
             loop_,
             cancelled: AtomicBool::new(false),
+            source_traceback,
         }
     }
 
@@ -93,8 +95,7 @@ impl Handle {
             return Ok(());
         }
         let err = PyErr::fetch(py);
-        if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
-        {
+        if err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py) {
             return Err(err);
         }
         glue(py, "report_callback_error")?.call1((this.loop_.bind(py), slf, err.into_value(py)))?;
@@ -146,11 +147,10 @@ impl Handle {
         self.is_cancelled()
     }
 
-    /// asyncio records where a handle was created in debug mode; ferroloop
-    /// does not (yet), and says so with None as asyncio does outside debug.
+    /// Where the handle was created (debug mode), else None, as in asyncio.
     #[getter]
-    fn _source_traceback(&self) -> Option<Py<PyAny>> {
-        None
+    fn _source_traceback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.source_traceback.as_ref().map(|t| t.clone_ref(py))
     }
 
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {

@@ -100,8 +100,9 @@ impl TimerHeap {
         let mut removed = Vec::new();
         let n = self.heap.len();
         if n > MIN_TIMERS_TO_COMPACT && cancelled.load(Relaxed) * 2 > n {
-            let (dead, live): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut self.heap).into_iter().partition(is_cancelled);
+            let (dead, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.heap)
+                .into_iter()
+                .partition(is_cancelled);
             self.heap = BinaryHeap::from(live);
             cancelled.fetch_sub(dead.len(), Relaxed);
             removed.extend(dead.into_iter().map(|e| e.handle));

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 from asyncio import base_events, format_helpers
 
 from ._ferroloop import TimerHandle
@@ -25,12 +26,18 @@ else:  # Python < 3.13
         return format_helpers._format_callback_source(callback, args)
 
 
+def extract_source_traceback():
+    """Debug mode: the stack of whoever called the (native) scheduling method."""
+    return format_helpers.extract_stack(sys._getframe(1))
+
+
 def report_callback_error(loop, handle, exc: BaseException) -> None:
     """What asyncio's Handle._run does when its callback raises."""
     source = _callback_source(handle._callback, handle._args, loop)
-    loop.call_exception_handler(
-        {"message": f"Exception in callback {source}", "exception": exc, "handle": handle}
-    )
+    context = {"message": f"Exception in callback {source}", "exception": exc, "handle": handle}
+    if handle._source_traceback:
+        context["source_traceback"] = handle._source_traceback
+    loop.call_exception_handler(context)
 
 
 def handle_repr(handle) -> str:
@@ -41,6 +48,9 @@ def handle_repr(handle) -> str:
     if isinstance(handle, TimerHandle):
         info.insert(2 if handle.cancelled() else 1, f"when={handle.when()}")
     info.append(_callback_source(handle._callback, handle._args, handle._loop))
+    if handle._source_traceback:
+        frame = handle._source_traceback[-1]
+        info.append(f"created at {frame[0]}:{frame[1]}")
     return "<{}>".format(" ".join(info))
 
 
