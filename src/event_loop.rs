@@ -24,6 +24,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PyTuple};
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::handles::{Handle, TimerHandle};
 use crate::poller::{Poller, Ready, READABLE, WRITABLE};
@@ -364,6 +365,24 @@ impl CoreLoop {
             debug: AtomicBool::new(false),
             timers_cancelled: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// Queued handles refer back to the loop; let the GC see them so an
+    /// unclosed, unreferenced loop is collected (and warns) as asyncio's is.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Never block in the GC: a loop busy in another thread is skipped.
+        let Some(st) = self.state.try_lock() else {
+            return Ok(());
+        };
+        for h in &st.ready {
+            visit.call(h)?;
+        }
+        st.timers.visit(&visit)?;
+        for entry in st.fds.iter().flatten() {
+            visit.call(&entry.reader)?;
+            visit.call(&entry.writer)?;
+        }
+        Ok(())
     }
 
     fn time(&self) -> f64 {

@@ -10,11 +10,13 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use parking_lot::Mutex;
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
+use pyo3::{PyTraverseError, PyVisit};
 
 /// Python helpers from `ferroloop._glue`, looked up once per interpreter.
 pub(crate) fn glue<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -23,10 +25,16 @@ pub(crate) fn glue<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAn
     module.bind(py).getattr(name)
 }
 
+/// The callable and its arguments: released on `cancel()`, as asyncio
+/// does, so that a cancelled timer left in the heap keeps nothing alive.
+struct Call {
+    func: Py<PyAny>,
+    args: Py<PyTuple>,
+}
+
 #[pyclass(subclass, frozen, module = "ferroloop._ferroloop")]
 pub struct Handle {
-    callback: Py<PyAny>,
-    args: Py<PyTuple>,
+    call: Mutex<Option<Call>>,
     context: Py<PyAny>,
     loop_: Py<PyAny>,
     cancelled: AtomicBool,
@@ -43,8 +51,10 @@ impl Handle {
         source_traceback: Option<Py<PyAny>>,
     ) -> Handle {
         Handle {
-            callback,
-            args,
+            call: Mutex::new(Some(Call {
+                func: callback,
+                args,
+            })),
             context,
             loop_,
             cancelled: AtomicBool::new(false),
@@ -57,9 +67,21 @@ impl Handle {
         self.cancelled.load(Ordering::Relaxed)
     }
 
-    /// Mark cancelled; true if this call did it.
+    /// Mark cancelled and release the callable; true if this call did it.
     pub(crate) fn set_cancelled(&self) -> bool {
-        !self.cancelled.swap(true, Ordering::Relaxed)
+        if self.cancelled.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        let released = self.call.lock().take();
+        // Dropped here, unlocked: releasing may run arbitrary __del__ code.
+        drop(released);
+        true
+    }
+
+    fn call_parts(&self, py: Python<'_>) -> Option<(Py<PyAny>, Py<PyTuple>)> {
+        let call = self.call.lock();
+        call.as_ref()
+            .map(|c| (c.func.clone_ref(py), c.args.clone_ref(py)))
     }
 
     /// Run the callback in its context. An ordinary exception goes to the
@@ -68,6 +90,9 @@ impl Handle {
     pub(crate) fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        let Some((func, args)) = this.call_parts(py) else {
+            return Ok(()); // cancelled
+        };
         let ctx = this.context.as_ptr();
         // SAFETY: all pointers are live references owned by `this`; the
         // context is exited on every path after a successful enter.
@@ -75,11 +100,11 @@ impl Handle {
             if ffi::PyContext_Enter(ctx) < 0 {
                 std::ptr::null_mut()
             } else {
-                let args = this.args.as_ptr();
+                let args = args.as_ptr();
                 let res = if ffi::PyTuple_GET_SIZE(args) == 0 {
-                    ffi::PyObject_CallNoArgs(this.callback.as_ptr())
+                    ffi::PyObject_CallNoArgs(func.as_ptr())
                 } else {
-                    ffi::PyObject_Call(this.callback.as_ptr(), args, std::ptr::null_mut())
+                    ffi::PyObject_Call(func.as_ptr(), args, std::ptr::null_mut())
                 };
                 if ffi::PyContext_Exit(ctx) < 0 && !res.is_null() {
                     ffi::Py_DECREF(res);
@@ -105,6 +130,22 @@ impl Handle {
 
 #[pymethods]
 impl Handle {
+    /// Handles are part of reference cycles (an object that keeps the
+    /// TimerHandle of its own bound method), so the GC must see inside them.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // Never block in the GC; a handle being run or cancelled right now
+        // in another thread is skipped this time.
+        if let Some(call) = self.call.try_lock() {
+            if let Some(c) = call.as_ref() {
+                visit.call(&c.func)?;
+                visit.call(&c.args)?;
+            }
+        }
+        visit.call(&self.context)?;
+        visit.call(&self.loop_)?;
+        visit.call(&self.source_traceback)
+    }
+
     fn cancel(&self) {
         self.set_cancelled();
     }
@@ -122,14 +163,15 @@ impl Handle {
         Handle::run(slf)
     }
 
+    /// None once cancelled, as in asyncio.
     #[getter]
-    fn _callback(&self, py: Python<'_>) -> Py<PyAny> {
-        self.callback.clone_ref(py)
+    fn _callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.call_parts(py).map(|(func, _)| func)
     }
 
     #[getter]
-    fn _args(&self, py: Python<'_>) -> Py<PyTuple> {
-        self.args.clone_ref(py)
+    fn _args(&self, py: Python<'_>) -> Option<Py<PyTuple>> {
+        self.call_parts(py).map(|(_, args)| args)
     }
 
     #[getter]

@@ -119,6 +119,14 @@ impl TimerHeap {
         removed
     }
 
+    /// Show every queued timer to the garbage collector.
+    pub fn visit(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
+        for e in self.heap.iter() {
+            visit.call(&e.handle)?;
+        }
+        Ok(())
+    }
+
     /// Empty the heap (loop close); the caller drops the handles unlocked.
     pub fn take_all(&mut self) -> Vec<Py<TimerHandle>> {
         std::mem::take(&mut self.heap)

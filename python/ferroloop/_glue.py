@@ -47,7 +47,8 @@ def handle_repr(handle) -> str:
         info.append("cancelled")
     if isinstance(handle, TimerHandle):
         info.insert(2 if handle.cancelled() else 1, f"when={handle.when()}")
-    info.append(_callback_source(handle._callback, handle._args, handle._loop))
+    if handle._callback is not None:
+        info.append(_callback_source(handle._callback, handle._args, handle._loop))
     if handle._source_traceback:
         frame = handle._source_traceback[-1]
         info.append(f"created at {frame[0]}:{frame[1]}")
