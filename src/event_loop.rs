@@ -23,10 +23,11 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyInt, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
-use crate::handles::{Handle, TimerHandle};
+use crate::handles::{gc_untrack, release, Handle, TimerHandle};
 use crate::poller::{Poller, Ready, READABLE, WRITABLE};
 use crate::timers::{monotonic, TimerHeap, CLOCK_RESOLUTION};
 
@@ -49,8 +50,10 @@ struct LoopState {
     fds: Vec<Option<FdEntry>>,
 }
 
-#[pyclass(subclass, frozen, module = "ferroloop._ferroloop")]
+#[pyclass(subclass, frozen, weakref, module = "ferroloop._ferroloop")]
 pub struct CoreLoop {
+    /// `weakref.ref(self)`, made once and shared by every handle.
+    self_ref: PyOnceLock<Py<PyAny>>,
     state: Mutex<LoopState>,
     poller: Poller,
     stopping: AtomicBool,
@@ -148,13 +151,39 @@ impl CoreLoop {
         } else {
             None
         };
+        let loop_ref = slf
+            .get()
+            .self_ref
+            .get_or_try_init(py, || {
+                // SAFETY: returns a new reference or NULL with an exception set.
+                unsafe {
+                    Bound::from_owned_ptr_or_err(
+                        py,
+                        ffi::PyWeakref_NewRef(slf.as_ptr(), std::ptr::null_mut()),
+                    )
+                    .map(Bound::unbind)
+                }
+            })?
+            .clone_ref(py);
         Ok(Handle::new(
             callback.unbind(),
             args.unbind(),
             context,
-            slf.clone().into_any().unbind(),
+            loop_ref,
             source_traceback,
         ))
+    }
+
+    /// A new handle object, hidden from the GC while the loop holds it.
+    fn new_queued_handle(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let handle = Py::new(slf.py(), Self::new_handle(slf, callback, args, context)?)?;
+        gc_untrack(&handle);
+        Ok(handle)
     }
 
     fn push_ready(&self, handle: Py<Handle>) {
@@ -212,10 +241,11 @@ impl CoreLoop {
         let this = slf.get();
         this.check_closed()?;
         let fd = fileobj_to_fd(fd)?;
-        let handle = Py::new(py, Self::new_handle(slf, callback, args, None)?)?;
+        let handle = Self::new_queued_handle(slf, callback, args, None)?;
         let old = this.set_fd_handle(fd, dir, Some(handle.clone_ref(py)))?;
         if let Some(old) = old {
             old.get().set_cancelled();
+            release(old);
         }
         Ok(handle)
     }
@@ -228,6 +258,7 @@ impl CoreLoop {
         match self.set_fd_handle(fd, dir, None)? {
             Some(old) => {
                 old.get().set_cancelled();
+                release(old);
                 Ok(true)
             }
             None => Ok(false),
@@ -260,8 +291,9 @@ impl CoreLoop {
         }
         for (fd, dir) in stale {
             // A cancelled reader/writer is unregistered, as asyncio does.
-            let old = self.set_fd_handle(fd, dir, None)?;
-            drop(old);
+            if let Some(old) = self.set_fd_handle(fd, dir, None)? {
+                release(old);
+            }
         }
         Ok(())
     }
@@ -278,7 +310,7 @@ impl CoreLoop {
 
         let timeout = {
             let mut st = this.state.lock();
-            let purged = st.timers.purge_cancelled(py, &this.timers_cancelled);
+            let purged = st.timers.purge_cancelled(&this.timers_cancelled);
             let t = if !st.ready.is_empty() || this.stopping.load(Ordering::Relaxed) {
                 Some(Duration::ZERO)
             } else {
@@ -287,7 +319,7 @@ impl CoreLoop {
                 })
             };
             drop(st);
-            drop(purged);
+            purged.into_iter().for_each(release);
             t
         };
 
@@ -308,14 +340,12 @@ impl CoreLoop {
             let end_time = monotonic() + CLOCK_RESOLUTION;
             let mut st = this.state.lock();
             while let Some(entry) = st.timers.pop_due(end_time) {
-                let timer = entry.handle.bind(py);
-                timer.get().unschedule();
-                let base = timer.as_super();
-                if base.get().is_cancelled() {
+                let timer = entry.handle.get();
+                timer.set_scheduled(false);
+                if timer.is_cancelled() {
                     dec_saturating(&this.timers_cancelled);
                 }
-                let handle: Py<Handle> = base.clone().unbind();
-                st.ready.push_back(handle);
+                st.ready.push_back(entry.handle);
             }
             std::mem::swap(&mut st.ready, batch);
         }
@@ -324,6 +354,7 @@ impl CoreLoop {
         while let Some(handle) = batch.pop_front() {
             let h = handle.bind(py);
             if h.get().is_cancelled() {
+                release(handle);
                 continue;
             }
             let outcome = if debug {
@@ -338,6 +369,7 @@ impl CoreLoop {
             } else {
                 Handle::run(h)
             };
+            release(handle);
             if let Err(e) = outcome {
                 // KeyboardInterrupt/SystemExit: what was not run stays queued,
                 // in order, as with asyncio's deque.
@@ -358,6 +390,7 @@ impl CoreLoop {
     #[pyo3(signature = (*_args, **_kwargs))]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         Ok(CoreLoop {
+            self_ref: PyOnceLock::new(),
             state: Mutex::new(LoopState::default()),
             poller: Poller::new()?,
             stopping: AtomicBool::new(false),
@@ -367,20 +400,26 @@ impl CoreLoop {
         })
     }
 
-    /// Queued handles refer back to the loop; let the GC see them so an
-    /// unclosed, unreferenced loop is collected (and warns) as asyncio's is.
+    /// Handles are hidden from the GC while queued (see `gc_untrack`); on
+    /// their behalf the loop shows the GC what they refer to — for those
+    /// only the loop holds, so that nothing reachable from elsewhere is ever
+    /// mistaken for garbage. An abandoned, unclosed loop is thus collected
+    /// (with asyncio's ResourceWarning) like asyncio's own.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         // Never block in the GC: a loop busy in another thread is skipped.
         let Some(st) = self.state.try_lock() else {
             return Ok(());
         };
-        for h in &st.ready {
-            visit.call(h)?;
-        }
-        st.timers.visit(&visit)?;
-        for entry in st.fds.iter().flatten() {
-            visit.call(&entry.reader)?;
-            visit.call(&entry.writer)?;
+        let fd_handles = st
+            .fds
+            .iter()
+            .flatten()
+            .flat_map(|e| e.reader.iter().chain(e.writer.iter()));
+        for h in st.ready.iter().chain(st.timers.iter()).chain(fd_handles) {
+            // SAFETY: reading the refcount of a live object.
+            if unsafe { ffi::Py_REFCNT(h.as_ptr()) } == 1 {
+                h.get().visit_contents(&visit)?;
+            }
         }
         Ok(())
     }
@@ -398,7 +437,7 @@ impl CoreLoop {
     ) -> PyResult<Py<Handle>> {
         Self::check_call(slf, &callback, "call_soon")?;
         let py = slf.py();
-        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        let handle = Self::new_queued_handle(slf, callback, args, context)?;
         slf.get().push_ready(handle.clone_ref(py));
         Ok(handle)
     }
@@ -412,7 +451,7 @@ impl CoreLoop {
     ) -> PyResult<Py<Handle>> {
         Self::check_call(slf, &callback, "call_soon_threadsafe")?;
         let py = slf.py();
-        let handle = Py::new(py, Self::new_handle(slf, callback, args, context)?)?;
+        let handle = Self::new_queued_handle(slf, callback, args, context)?;
         let this = slf.get();
         this.push_ready(handle.clone_ref(py));
         this.poller.wake();
@@ -547,11 +586,11 @@ impl CoreLoop {
             )
         };
         for h in timers.iter() {
-            h.get().unschedule();
+            h.get().set_scheduled(false);
         }
         self.timers_cancelled.store(0, Ordering::Relaxed);
         self.poller.close();
-        drop((ready, timers, fds));
+        release_all(ready, timers, fds);
     }
 
     /// The poller interest and handles of `fd`, or None: what the
@@ -607,7 +646,29 @@ impl CoreLoop {
         let init = PyClassInitializer::from(base)
             .add_subclass(TimerHandle::new(when, this.timers_cancelled.clone()));
         let timer = Py::new(py, init)?;
-        this.state.lock().timers.push(when, timer.clone_ref(py));
+        gc_untrack(&timer);
+        let base = timer.bind(py).as_super().get();
+        base.set_scheduled(true);
+        let as_handle: Py<Handle> = timer.bind(py).as_super().clone().unbind();
+        this.state.lock().timers.push(when, as_handle);
         Ok(timer)
+    }
+}
+
+/// Hand every handle the loop still holds back to the GC and drop them.
+fn release_all(ready: VecDeque<Py<Handle>>, timers: Vec<Py<Handle>>, fds: Vec<Option<FdEntry>>) {
+    ready.into_iter().for_each(release);
+    timers.into_iter().for_each(release);
+    for entry in fds.into_iter().flatten() {
+        entry.reader.into_iter().for_each(release);
+        entry.writer.into_iter().for_each(release);
+    }
+}
+
+impl Drop for CoreLoop {
+    /// A loop collected without `close()` still hands its handles back.
+    fn drop(&mut self) {
+        let st = std::mem::take(self.state.get_mut());
+        Python::attach(|_py| release_all(st.ready, st.timers.take_all_owned(), st.fds));
     }
 }

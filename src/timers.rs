@@ -1,5 +1,5 @@
 //! The loop clock and the timer structure: a binary min-heap of
-//! `TimerHandle`s ordered by deadline, then by scheduling order (so two
+//! `TimerHandle`s (held through their `Handle` base) ordered by deadline, then by scheduling order (so two
 //! timers for the same instant run first-in, first-out).
 //!
 //! Cancelled timers are removed lazily, as asyncio does: popped when they
@@ -10,7 +10,7 @@ use std::collections::BinaryHeap;
 
 use pyo3::prelude::*;
 
-use crate::handles::TimerHandle;
+use crate::handles::Handle;
 
 /// `time.monotonic()`'s clock, as seconds: what `loop.time()` returns.
 pub fn monotonic() -> f64 {
@@ -32,7 +32,7 @@ const MIN_TIMERS_TO_COMPACT: usize = 100;
 pub struct TimerEntry {
     pub when: f64,
     seq: u64,
-    pub handle: Py<TimerHandle>,
+    pub handle: Py<Handle>,
 }
 
 impl PartialEq for TimerEntry {
@@ -67,7 +67,11 @@ impl TimerHeap {
         self.heap.len()
     }
 
-    pub fn push(&mut self, when: f64, handle: Py<TimerHandle>) {
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    pub fn push(&mut self, when: f64, handle: Py<Handle>) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.heap.push(TimerEntry { when, seq, handle });
@@ -92,11 +96,10 @@ impl TimerHeap {
     /// (releasing runs arbitrary `__del__` code).
     pub fn purge_cancelled(
         &mut self,
-        py: Python<'_>,
         cancelled: &std::sync::atomic::AtomicUsize,
-    ) -> Vec<Py<TimerHandle>> {
+    ) -> Vec<Py<Handle>> {
         use std::sync::atomic::Ordering::Relaxed;
-        let is_cancelled = |e: &TimerEntry| e.handle.bind(py).as_super().get().is_cancelled();
+        let is_cancelled = |e: &TimerEntry| e.handle.get().is_cancelled();
         let mut removed = Vec::new();
         let n = self.heap.len();
         if n > MIN_TIMERS_TO_COMPACT && cancelled.load(Relaxed) * 2 > n {
@@ -114,21 +117,22 @@ impl TimerHeap {
             }
         }
         for h in &removed {
-            h.get().unschedule();
+            h.get().set_scheduled(false);
         }
         removed
     }
 
-    /// Show every queued timer to the garbage collector.
-    pub fn visit(&self, visit: &pyo3::PyVisit<'_>) -> Result<(), pyo3::PyTraverseError> {
-        for e in self.heap.iter() {
-            visit.call(&e.handle)?;
-        }
-        Ok(())
+    pub fn iter(&self) -> impl Iterator<Item = &Py<Handle>> {
+        self.heap.iter().map(|e| &e.handle)
+    }
+
+    /// Consume the heap, returning its handles.
+    pub fn take_all_owned(mut self) -> Vec<Py<Handle>> {
+        self.take_all()
     }
 
     /// Empty the heap (loop close); the caller drops the handles unlocked.
-    pub fn take_all(&mut self) -> Vec<Py<TimerHandle>> {
+    pub fn take_all(&mut self) -> Vec<Py<Handle>> {
         std::mem::take(&mut self.heap)
             .into_iter()
             .map(|e| e.handle)
