@@ -69,9 +69,9 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
         obj.extract()?
     } else {
         match obj.call_method0("fileno") {
-            Ok(v) => v.extract().map_err(|_| {
-                PyValueError::new_err(format!("Invalid file object: {}", obj.repr().unwrap()))
-            })?,
+            Ok(v) => v
+                .extract()
+                .map_err(|_| PyValueError::new_err(format!("Invalid file object: {obj}")))?,
             Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(obj.py()) => {
                 return Err(PyValueError::new_err(format!(
                     "Invalid file object: {}",
@@ -151,20 +151,7 @@ impl CoreLoop {
         } else {
             None
         };
-        let loop_ref = slf
-            .get()
-            .self_ref
-            .get_or_try_init(py, || {
-                // SAFETY: returns a new reference or NULL with an exception set.
-                unsafe {
-                    Bound::from_owned_ptr_or_err(
-                        py,
-                        ffi::PyWeakref_NewRef(slf.as_ptr(), std::ptr::null_mut()),
-                    )
-                    .map(Bound::unbind)
-                }
-            })?
-            .clone_ref(py);
+        let loop_ref = Self::weak_self(slf)?;
         Ok(Handle::new(
             callback.unbind(),
             args.unbind(),
@@ -172,6 +159,22 @@ impl CoreLoop {
             loop_ref,
             source_traceback,
         ))
+    }
+
+    /// `weakref.ref(loop)`, made once: what handles and waiters hold.
+    pub(crate) fn weak_self(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let weak = slf.get().self_ref.get_or_try_init(py, || {
+            // SAFETY: returns a new reference or NULL with an exception set.
+            unsafe {
+                Bound::from_owned_ptr_or_err(
+                    py,
+                    ffi::PyWeakref_NewRef(slf.as_ptr(), std::ptr::null_mut()),
+                )
+                .map(Bound::unbind)
+            }
+        })?;
+        Ok(weak.clone_ref(py))
     }
 
     /// A new handle object, hidden from the GC while the loop holds it.
@@ -220,7 +223,13 @@ impl CoreLoop {
             &mut entry.writer
         };
         if handle.is_some() || new_mask != was {
-            self.poller.set_interest(fd, was, new_mask)?;
+            if let Err(e) = self.poller.set_interest(fd, was, new_mask) {
+                // Refused (a regular file: EPERM): leave no trace of the fd.
+                if entry.reader.is_none() && entry.writer.is_none() {
+                    *slot = None;
+                }
+                return Err(e.into());
+            }
         }
         let old = std::mem::replace(target, handle);
         entry.mask = new_mask;
@@ -230,7 +239,7 @@ impl CoreLoop {
         Ok(old)
     }
 
-    fn add_fd_callback(
+    pub(crate) fn add_fd_callback(
         slf: &Bound<'_, Self>,
         dir: u32,
         fd: &Bound<'_, PyAny>,
@@ -263,6 +272,35 @@ impl CoreLoop {
             }
             None => Ok(false),
         }
+    }
+
+    /// Remove the reader/writer of `fd` if its callback is `callback`
+    /// (a waiter removing itself must not remove a newer registration).
+    pub(crate) fn remove_fd_callback_if(
+        &self,
+        fd: RawFd,
+        dir: u32,
+        callback: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let matches = {
+            let st = self.state.lock();
+            let entry = st.fds.get(fd as usize).and_then(Option::as_ref);
+            let current = entry.and_then(|e| {
+                if dir == READABLE {
+                    e.reader.as_ref()
+                } else {
+                    e.writer.as_ref()
+                }
+            });
+            current.is_some_and(|h| h.get().callback_is(callback))
+        };
+        if matches && !self.closed.load(Ordering::Relaxed) {
+            if let Some(old) = self.set_fd_handle(fd, dir, None)? {
+                old.get().set_cancelled();
+                release(old);
+            }
+        }
+        Ok(())
     }
 
     /// Turn poller reports into ready handles (asyncio's `_process_events`).
@@ -358,9 +396,13 @@ impl CoreLoop {
                 continue;
             }
             let outcome = if debug {
+                // asyncio's default exception handler reports where the
+                // running handle was created, through `_current_handle`.
+                slf.setattr("_current_handle", h)?;
                 let t0 = monotonic();
                 let r = Handle::run(h);
                 let dt = monotonic() - t0;
+                slf.setattr("_current_handle", py.None())?;
                 let slow: f64 = slf.getattr("slow_callback_duration")?.extract()?;
                 if dt >= slow {
                     crate::handles::glue(py, "log_slow_callback")?.call1((h, dt))?;
@@ -470,7 +512,15 @@ impl CoreLoop {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
         let delay: f64 = delay.extract()?;
-        Self::schedule_at(slf, monotonic() + delay, callback, args, context)
+        let when = monotonic() + delay;
+        Self::schedule_at(
+            slf,
+            when,
+            when.into_pyobject(slf.py())?.into_any(),
+            callback,
+            args,
+            context,
+        )
     }
 
     #[pyo3(signature = (when, callback, *args, context=None))]
@@ -484,8 +534,8 @@ impl CoreLoop {
         if when.is_none() {
             return Err(PyTypeError::new_err("when cannot be None"));
         }
-        let when: f64 = when.extract()?;
-        Self::schedule_at(slf, when, callback, args, context)
+        let when_f64: f64 = when.extract()?;
+        Self::schedule_at(slf, when_f64, when, callback, args, context)
     }
 
     fn stop(&self) {
@@ -632,19 +682,27 @@ impl CoreLoop {
 }
 
 impl CoreLoop {
+    /// `when_obj` is what `TimerHandle.when()` returns: the caller's own
+    /// number, as in asyncio (`call_at(100, ...)`'s `when()` is `100`).
     fn schedule_at(
         slf: &Bound<'_, Self>,
         when: f64,
+        when_obj: Bound<'_, PyAny>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
+        if when.is_nan() {
+            return Err(PyValueError::new_err("the time of a timer cannot be NaN"));
+        }
         Self::check_call(slf, &callback, "call_at")?;
         let py = slf.py();
         let this = slf.get();
         let base = Self::new_handle(slf, callback, args, context)?;
-        let init = PyClassInitializer::from(base)
-            .add_subclass(TimerHandle::new(when, this.timers_cancelled.clone()));
+        let init = PyClassInitializer::from(base).add_subclass(TimerHandle::new(
+            when_obj.unbind(),
+            this.timers_cancelled.clone(),
+        ));
         let timer = Py::new(py, init)?;
         gc_untrack(&timer);
         let base = timer.bind(py).as_super().get();

@@ -103,6 +103,14 @@ impl Handle {
         visit.call(&self.source_traceback)
     }
 
+    /// Is `callback` (by identity) what this handle calls?
+    pub(crate) fn callback_is(&self, callback: &Bound<'_, PyAny>) -> bool {
+        self.call
+            .lock()
+            .as_ref()
+            .is_some_and(|c| c.func.as_ptr() == callback.as_ptr())
+    }
+
     fn call_parts(&self, py: Python<'_>) -> Option<(Py<PyAny>, Py<PyTuple>)> {
         let call = self.call.lock();
         call.as_ref()
@@ -244,13 +252,14 @@ impl Handle {
 /// A handle scheduled for a point in time (`loop.time()` clock).
 #[pyclass(extends = Handle, frozen, module = "ferroloop._ferroloop")]
 pub struct TimerHandle {
-    when: f64,
+    /// The deadline as the caller gave it (int or float).
+    when: Py<PyAny>,
     /// The loop's count of cancelled handles still in its heap.
     heap_cancelled: Arc<AtomicUsize>,
 }
 
 impl TimerHandle {
-    pub(crate) fn new(when: f64, heap_cancelled: Arc<AtomicUsize>) -> TimerHandle {
+    pub(crate) fn new(when: Py<PyAny>, heap_cancelled: Arc<AtomicUsize>) -> TimerHandle {
         TimerHandle {
             when,
             heap_cancelled,
@@ -267,13 +276,13 @@ impl TimerHandle {
         }
     }
 
-    fn when(&self) -> f64 {
-        self.when
+    fn when(&self, py: Python<'_>) -> Py<PyAny> {
+        self.when.clone_ref(py)
     }
 
     #[getter]
-    fn _when(&self) -> f64 {
-        self.when
+    fn _when(&self, py: Python<'_>) -> Py<PyAny> {
+        self.when.clone_ref(py)
     }
 
     #[getter]

@@ -8,6 +8,7 @@
 pub mod event_loop;
 pub mod handles;
 pub mod poller;
+pub mod sock_api;
 pub mod timers;
 
 use pyo3::prelude::*;
@@ -17,5 +18,9 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::CoreLoop>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<sock_api::SockWaiter>()?;
+    m.add_function(wrap_pyfunction!(sock_api::sock_recv, m)?)?;
+    m.add_function(wrap_pyfunction!(sock_api::sock_recv_into, m)?)?;
+    m.add_function(wrap_pyfunction!(sock_api::sock_sendall, m)?)?;
     Ok(())
 }

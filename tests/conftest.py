@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
+import ferroloop
 import pytest
 from support import LOOP_KINDS, make_loop
-
-import ferroloop
 
 
 def _close(loop: asyncio.AbstractEventLoop) -> None:

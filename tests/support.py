@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 
 import ferroloop
 
@@ -38,11 +39,6 @@ def registered_fds(loop: asyncio.AbstractEventLoop) -> set[int]:
     return set(loop._selector.get_map())
 
 
-def run_briefly(loop: asyncio.AbstractEventLoop, timeout: float = 5.0) -> None:
-    """Run the loop for one iteration (plus what is already ready)."""
-    loop.run_until_complete(asyncio.wait_for(asyncio.sleep(0), timeout))
-
-
 def run_forever_with_watchdog(loop: asyncio.AbstractEventLoop, timeout: float = 10.0) -> None:
     """run_forever, with a timer that stops the loop and fails the test if
     the test's own stop condition never arrives."""
@@ -60,9 +56,6 @@ def run_forever_with_watchdog(loop: asyncio.AbstractEventLoop, timeout: float = 
     assert not fired, f"the loop was stopped by the {timeout}s watchdog"
 
 
-def xfail_on_ferroloop(request, loop: asyncio.AbstractEventLoop, reason: str) -> None:
-    """Mark the running test as a known, strict failure on ferroloop only."""
-    if is_ferroloop(loop):
-        import pytest
-
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+# Python 3.13 shows a callback's arguments in reprs and messages only in
+# debug mode; earlier versions always do.
+ARGS_SHOWN_WITHOUT_DEBUG = sys.version_info < (3, 13)

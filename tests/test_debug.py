@@ -62,7 +62,12 @@ def test_pythonasynciodebug_env_makes_new_loops_debug(kind):
     )
     env = {**os.environ, "PYTHONASYNCIODEBUG": "1"}
     out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     name, debug = out.stdout.split()
@@ -195,6 +200,27 @@ def test_exception_context_has_source_traceback_in_debug_mode(any_loop):
     tb = ctx["source_traceback"]
     assert isinstance(tb, list)
     assert tb[-1].name == "test_exception_context_has_source_traceback_in_debug_mode"
+
+
+def test_default_handler_shows_the_running_handles_origin_in_debug_mode(any_loop, caplog, request):
+    """An error reported while a callback runs (here explicitly) is logged
+    with where that callback's handle was created ('handle_traceback')."""
+    any_loop.set_debug(True)
+    current = []
+
+    def callback():
+        current.append(any_loop._current_handle)
+        any_loop.call_exception_handler({"message": "reported from a callback"})
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        handle = any_loop.call_soon(callback)
+        any_loop.call_soon(any_loop.stop)
+        run_forever_with_watchdog(any_loop)
+    (msg,) = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert msg.startswith("reported from a callback")
+    assert "handle_traceback: Handle created at (most recent call last):" in msg
+    assert current == [handle]
+    assert any_loop._current_handle is None
 
 
 def test_never_awaited_coroutine_origin_is_tracked_in_debug_mode(any_loop):

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import gc
 import sys
 import warnings
 
-import pytest
-
 import ferroloop
+import pytest
 
 
 @pytest.fixture
@@ -30,9 +30,7 @@ def restore_policy():
 def test_exports():
     for name in ferroloop.__all__:
         assert hasattr(ferroloop, name), name
-    assert {"Loop", "new_event_loop", "run", "install", "EventLoopPolicy"} <= set(
-        ferroloop.__all__
-    )
+    assert {"Loop", "new_event_loop", "run", "install", "EventLoopPolicy"} <= set(ferroloop.__all__)
     assert isinstance(ferroloop.__version__, str)
 
 
@@ -171,14 +169,6 @@ def test_run_rejects_non_coroutines(not_a_coro):
         ferroloop.run(not_a_coro)
 
 
-@pytest.mark.xfail(
-    sys.version_info[:2] == (3, 11),
-    strict=True,
-    reason="3.11: ferroloop.run() enters asyncio.Runner without asyncio.run()'s "
-    "fail-fast running-loop check; Runner.__exit__ then fails running "
-    "shutdown_asyncgens and masks the error with 'Cannot run the event loop "
-    "while another loop is running'",
-)
 def test_run_refuses_to_run_inside_a_running_loop():
     async def inner():
         return 1
@@ -186,15 +176,19 @@ def test_run_refuses_to_run_inside_a_running_loop():
     async def main():
         coro = inner()
         try:
-            with pytest.raises(
-                RuntimeError, match=r"cannot be called from a running event loop"
-            ):
-                ferroloop.run(coro)
+            ferroloop.run(coro)
+        except RuntimeError as e:
+            return str(e)
         finally:
             coro.close()
-        return "ok"
+        return None
 
-    assert ferroloop.run(main()) == "ok"
+    with warnings.catch_warnings():
+        # 3.11: the failed run leaves an unawaited shutdown_asyncgens() behind.
+        warnings.filterwarnings("ignore", "coroutine .*shutdown_asyncgens", RuntimeWarning)
+        msg = ferroloop.run(main())
+        gc.collect()
+    assert msg is not None and "cannot be called from a running event loop" in msg, msg
 
 
 def test_event_loop_policy_makes_ferroloop_loops():

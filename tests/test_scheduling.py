@@ -12,16 +12,16 @@ import threading
 import time
 import weakref
 
+import ferroloop
 import pytest
 from support import (
+    ARGS_SHOWN_WITHOUT_DEBUG,
     is_ferroloop,
     make_loop,
     run_forever_with_watchdog,
     scheduled_count,
-    xfail_on_ferroloop,
 )
 
-import ferroloop
 
 # Handle.get_context() is asyncio 3.12+; ferroloop has it on every version.
 def has_get_context(loop) -> bool:
@@ -88,7 +88,10 @@ def test_handle_repr_is_asyncios(any_loop):
         pass
 
     h = any_loop.call_soon(some_callback, 1)
-    assert re.fullmatch(r"<Handle .*some_callback\(1\) at .*test_scheduling\.py:\d+>", repr(h))
+    args = "1" if ARGS_SHOWN_WITHOUT_DEBUG else ""
+    assert re.fullmatch(
+        rf"<Handle .*some_callback\({args}\) at .*test_scheduling\.py:\d+>", repr(h)
+    )
     t = any_loop.call_at(12345.5, some_callback)
     assert re.fullmatch(
         r"<TimerHandle when=12345\.5 .*some_callback\(\) at .*test_scheduling\.py:\d+>", repr(t)
@@ -294,9 +297,23 @@ def test_asyncio_sleep_durations(any_loop):
 
 @pytest.mark.parametrize("method", ["call_later", "call_at"])
 def test_none_delay_is_a_type_error(any_loop, method):
+    if method == "call_at" and not is_ferroloop(any_loop) and sys.version_info < (3, 11):
+        pytest.skip("3.10's asyncio only asserts `when is not None`")
     with pytest.raises(TypeError):
         getattr(any_loop, method)(None, int)
     assert scheduled_count(any_loop) == 0
+
+
+@pytest.mark.parametrize("method", ["call_later", "call_at"])
+def test_nan_deadline_is_refused_when_scheduled(loop, method):
+    """ferroloop refuses a NaN deadline at once with ValueError, on every
+    version (asyncio up to 3.12 runs such a timer at once; 3.13's run_forever
+    raises ValueError later, from its selector). Never a crash or a panic."""
+    with pytest.raises(ValueError, match="NaN"):
+        getattr(loop, method)(float("nan"), int)
+    assert scheduled_count(loop) == 0
+    loop.call_soon(loop.stop)
+    run_forever_with_watchdog(loop)
 
 
 def test_time_is_monotonic_clock(any_loop):
@@ -473,7 +490,11 @@ def test_close_refuses_a_running_loop(any_loop):
     assert not any_loop.is_closed()
 
 
-def test_running_a_running_loop_is_an_error(any_loop):
+def test_running_a_running_loop_is_an_error(any_loop, request):
+    if not is_ferroloop(any_loop) and sys.version_info >= (3, 13):
+        # CPython 3.13's run_forever runs its cleanup when its setup refused
+        # to start, marking the *outer* run as stopped. ferroloop's does not.
+        request.applymarker(pytest.mark.xfail(reason="CPython 3.13 run_forever bug"))
     errors = []
 
     def reenter():

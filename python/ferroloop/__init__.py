@@ -1,9 +1,9 @@
 """ferroloop: a drop-in asyncio event loop with its core in Rust.
 
-    import asyncio, ferroloop
-    asyncio.run(main(), loop_factory=ferroloop.new_event_loop)   # 3.12+
-    ferroloop.run(main())                                        # any version
-    ferroloop.install()   # sets the policy, like uvloop.install()
+import asyncio, ferroloop
+asyncio.run(main(), loop_factory=ferroloop.new_event_loop)   # 3.12+
+ferroloop.run(main())                                        # any version
+ferroloop.install()   # sets the policy, like uvloop.install()
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from asyncio import unix_events as _unix_events
 from ._ferroloop import Handle, TimerHandle
 from ._loop import Loop
 
-__all__ = ["Loop", "Handle", "TimerHandle", "new_event_loop", "run", "install", "EventLoopPolicy"]
+__all__ = ["EventLoopPolicy", "Handle", "Loop", "TimerHandle", "install", "new_event_loop", "run"]
 __version__ = "0.1.0"
 
 
@@ -33,6 +33,11 @@ def run(main, *, loop_factory=new_event_loop, debug=None, **run_kwargs):
         raise ValueError(f"a coroutine was expected, got {main!r}")
     if _sys.version_info >= (3, 12):
         return _asyncio.run(main, loop_factory=loop_factory, debug=debug, **run_kwargs)
+    if _asyncio.events._get_running_loop() is not None:
+        # asyncio.run's own check (asyncio.Runner alone would fail later,
+        # with a less helpful message).
+        main.close()
+        raise RuntimeError("asyncio.run() cannot be called from a running event loop")
     if hasattr(_asyncio, "Runner"):  # 3.11
         with _asyncio.Runner(debug=debug, loop_factory=loop_factory, **run_kwargs) as runner:
             return runner.run(main)
@@ -41,9 +46,6 @@ def run(main, *, loop_factory=new_event_loop, debug=None, **run_kwargs):
 
 def _run_without_runner(main, loop_factory, debug):
     """asyncio.run for Python 3.10, which has no Runner or loop_factory."""
-    if _asyncio.events._get_running_loop() is not None:
-        main.close()
-        raise RuntimeError("asyncio.run() cannot be called from a running event loop")
     loop = loop_factory()
     try:
         _asyncio.set_event_loop(loop)

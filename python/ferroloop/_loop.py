@@ -13,6 +13,7 @@ version's exactly. ARCHITECTURE.md says which layer owns what.
 from __future__ import annotations
 
 import asyncio
+import functools
 import selectors
 import sys
 import threading
@@ -20,6 +21,11 @@ import weakref
 from asyncio import base_events, events, selector_events, unix_events
 
 from ._ferroloop import CoreLoop
+from ._ferroloop import sock_recv as _native_sock_recv
+from ._ferroloop import sock_recv_into as _native_sock_recv_into
+from ._ferroloop import sock_sendall as _native_sock_sendall
+
+_check_ssl_socket = base_events._check_ssl_socket
 
 __all__ = ["Loop"]
 
@@ -67,22 +73,23 @@ class _SelectorView(selectors.BaseSelector):
         pass
 
 
-async def _refuse_blocking_socket():
-    raise ValueError("the socket must be non-blocking")
+def _check_socket(sock) -> None:
+    """asyncio's checks on a sock_* argument; a blocking socket is refused in
+    every mode (asyncio checks only in debug mode; it would hang the loop)."""
+    _check_ssl_socket(sock)
+    if sock.gettimeout() != 0:
+        raise ValueError("the socket must be non-blocking")
 
 
 def _nonblocking_only(name: str):
-    """asyncio's sock_* method, refusing a blocking socket in every mode
-    (asyncio checks only in debug mode; a blocking socket would hang us)."""
+    """asyncio's own sock_* coroutine, behind `_check_socket`."""
     impl = getattr(selector_events.BaseSelectorEventLoop, name)
 
-    def method(self, sock, *args):
-        if sock.gettimeout() != 0:
-            return _refuse_blocking_socket()
-        return impl(self, sock, *args)
+    @functools.wraps(impl)
+    async def method(self, sock, *args, **kwargs):
+        _check_socket(sock)
+        return await impl(self, sock, *args, **kwargs)
 
-    method.__name__ = method.__qualname__ = name
-    method.__doc__ = impl.__doc__
     return method
 
 
@@ -144,12 +151,48 @@ class Loop(CoreLoop, unix_events.SelectorEventLoop):
         if not handle._cancelled:
             self.call_soon(handle._run)
 
+    # The hot three are native (ferroloop._ferroloop.sock_*): the syscall is
+    # tried at once, and only a socket that is not ready costs a future.
+
+    async def sock_recv(self, sock, n):
+        """Receive up to n bytes from sock (a non-blocking socket)."""
+        _check_socket(sock)
+        waiter = _native_sock_recv(self, sock, n)
+        if type(waiter) is bytes:
+            return waiter
+        try:
+            return await waiter.fut
+        except BaseException:
+            waiter.cancel()
+            raise
+
+    async def sock_recv_into(self, sock, buf):
+        """Receive into buf from sock; return the number of bytes received."""
+        _check_socket(sock)
+        waiter = _native_sock_recv_into(self, sock, buf)
+        if type(waiter) is int:
+            return waiter
+        try:
+            return await waiter.fut
+        except BaseException:
+            waiter.cancel()
+            raise
+
+    async def sock_sendall(self, sock, data):
+        """Send all of data to sock; return None once it is all sent."""
+        _check_socket(sock)
+        waiter = _native_sock_sendall(self, sock, data)
+        if waiter is None:
+            return None
+        try:
+            return await waiter.fut
+        except BaseException:
+            waiter.cancel()
+            raise
+
     for _name in (
-        "sock_recv",
-        "sock_recv_into",
         "sock_recvfrom",
         "sock_recvfrom_into",
-        "sock_sendall",
         "sock_sendto",
         "sock_connect",
         "sock_accept",
