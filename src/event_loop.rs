@@ -34,6 +34,12 @@ use crate::timers::{monotonic, TimerHeap, CLOCK_RESOLUTION};
 /// asyncio never sleeps longer than a day in one poll.
 const MAX_POLL_SECONDS: f64 = 24.0 * 3600.0;
 
+/// While callbacks are ready, the poller is asked again only once this much
+/// time has passed since the last poll: a zero-timeout `epoll_wait` per
+/// iteration costs more than a task step, and I/O waits at most this long
+/// (plus the iteration running) behind a busy ready queue.
+const BUSY_POLL_INTERVAL: f64 = 250e-6;
+
 #[derive(Default)]
 struct FdEntry {
     reader: Option<Py<Handle>>,
@@ -59,6 +65,9 @@ pub struct CoreLoop {
     stopping: AtomicBool,
     closed: AtomicBool,
     debug: AtomicBool,
+    /// `loop._task_factory` (None: asyncio.Task), kept natively so that
+    /// `create_task` can skip Python on the common path.
+    task_factory: Mutex<Option<Py<PyAny>>>,
     /// Cancelled timers still in the heap (shared with every TimerHandle).
     timers_cancelled: Arc<AtomicUsize>,
 }
@@ -342,6 +351,7 @@ impl CoreLoop {
         batch: &mut VecDeque<Py<Handle>>,
         events: &mut Vec<libc::epoll_event>,
         ready_fds: &mut Vec<Ready>,
+        last_poll: &mut f64,
     ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
@@ -362,11 +372,19 @@ impl CoreLoop {
         };
 
         let polled = if timeout == Some(Duration::ZERO) {
-            // Nothing to wait for: no need to let go of the GIL.
-            this.poller.wait(events, timeout, ready_fds)
+            let now = monotonic();
+            if now - *last_poll < BUSY_POLL_INTERVAL {
+                Ok(())
+            } else {
+                *last_poll = now;
+                // Nothing to wait for: no need to let go of the GIL.
+                this.poller.wait(events, timeout, ready_fds)
+            }
         } else {
             let poller = &this.poller;
-            py.detach(|| poller.wait(events, timeout, ready_fds))
+            let r = py.detach(|| poller.wait(events, timeout, ready_fds));
+            *last_poll = monotonic();
+            r
         };
         match polled {
             Ok(()) => this.queue_io(py, ready_fds)?,
@@ -433,6 +451,7 @@ impl CoreLoop {
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         Ok(CoreLoop {
             self_ref: PyOnceLock::new(),
+            task_factory: Mutex::new(None),
             state: Mutex::new(LoopState::default()),
             poller: Poller::new()?,
             stopping: AtomicBool::new(false),
@@ -563,6 +582,83 @@ impl CoreLoop {
     }
 
     #[getter]
+    fn _task_factory(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task_factory.lock().as_ref().map(|f| f.clone_ref(py))
+    }
+
+    #[setter(_task_factory)]
+    fn set_task_factory_slot(&self, factory: Option<Py<PyAny>>) {
+        let old = std::mem::replace(&mut *self.task_factory.lock(), factory);
+        drop(old); // unlocked: may run __del__
+    }
+
+    /// `asyncio.Task(coro, loop=self, name=name, context=context)` straight
+    /// from Rust; a task factory or debug mode takes asyncio's own Python
+    /// path (`_create_task_py`), which knows each version's details.
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task<'py>(
+        slf: &Bound<'py, Self>,
+        coro: &Bound<'py, PyAny>,
+        name: Option<&Bound<'py, PyAny>>,
+        context: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let name = name.filter(|n| !n.is_none());
+        let context = context.filter(|c| !c.is_none());
+        if this.task_factory.lock().is_some() || this.debug.load(Ordering::Relaxed) {
+            let kwargs = pyo3::types::PyDict::new(py);
+            if let Some(n) = name {
+                kwargs.set_item("name", n)?;
+            }
+            if let Some(c) = context {
+                kwargs.set_item("context", c)?;
+            }
+            return slf.call_method("_create_task_py", (coro,), Some(&kwargs));
+        }
+        static TASKS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+        static KWNAMES: PyOnceLock<[Py<PyTuple>; 4]> = PyOnceLock::new();
+        // Looked up per call, as asyncio does: `asyncio.tasks.Task` may be
+        // replaced (tests and instrumentation do).
+        let task_cls = TASKS
+            .get_or_try_init(py, || py.import("asyncio.tasks").map(Bound::unbind))?
+            .bind(py)
+            .getattr(pyo3::intern!(py, "Task"))?;
+        let kwnames = KWNAMES.get_or_try_init(py, || -> PyResult<_> {
+            Ok([
+                PyTuple::new(py, ["loop"])?.unbind(),
+                PyTuple::new(py, ["loop", "name"])?.unbind(),
+                PyTuple::new(py, ["loop", "context"])?.unbind(),
+                PyTuple::new(py, ["loop", "name", "context"])?.unbind(),
+            ])
+        })?;
+        let mut argv = [
+            coro.as_ptr(),
+            slf.as_ptr(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        ];
+        for (slot, value) in argv[2..].iter_mut().zip(name.into_iter().chain(context)) {
+            *slot = value.as_ptr();
+        }
+        let which = usize::from(name.is_some()) + 2 * usize::from(context.is_some());
+        // SAFETY: `argv` holds borrowed live references for the call's
+        // duration; one positional argument, the rest named by `kwnames`.
+        unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyObject_Vectorcall(
+                    task_cls.as_ptr(),
+                    argv.as_ptr(),
+                    1,
+                    kwnames[which].as_ptr(),
+                ),
+            )
+        }
+    }
+
+    #[getter]
     fn _debug(&self) -> bool {
         self.debug.load(Ordering::Relaxed)
     }
@@ -614,8 +710,9 @@ impl CoreLoop {
         let mut batch = VecDeque::new();
         let mut events = Vec::with_capacity(64);
         let mut ready_fds = Vec::with_capacity(64);
+        let mut last_poll = f64::NEG_INFINITY;
         loop {
-            Self::run_once(slf, &mut batch, &mut events, &mut ready_fds)?;
+            Self::run_once(slf, &mut batch, &mut events, &mut ready_fds, &mut last_poll)?;
             if this.stopping.load(Ordering::Relaxed) {
                 break;
             }

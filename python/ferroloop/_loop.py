@@ -146,6 +146,9 @@ class Loop(CoreLoop, unix_events.SelectorEventLoop):
         super().close()
         self._close_core()
 
+    # CoreLoop.create_task's path for task factories and debug mode.
+    _create_task_py = base_events.BaseEventLoop.create_task
+
     def _add_callback(self, handle) -> None:
         # asyncio's signal path hands us its own events.Handle objects.
         if not handle._cancelled:
