@@ -147,9 +147,14 @@ impl CoreLoop {
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Handle> {
         let py = slf.py();
-        let context = match context {
-            Some(c) if !c.is_none() => c.unbind(),
-            _ => copy_context(py)?,
+        let (context, owns_context) = match context {
+            Some(c) if !c.is_none() => (c.unbind(), false),
+            _ => {
+                let copy = copy_context(py)?;
+                // Only this handle holds the copy: hidden from the GC with it.
+                gc_untrack(&copy);
+                (copy, true)
+            }
         };
         let source_traceback = if slf.get().debug.load(Ordering::Relaxed) {
             Some(
@@ -166,6 +171,7 @@ impl CoreLoop {
             args.unbind(),
             context,
             loop_ref,
+            owns_context,
             source_traceback,
         ))
     }

@@ -42,6 +42,9 @@ pub struct Handle {
     cancelled: AtomicBool,
     /// True while a TimerHandle sits in its loop's timer heap.
     scheduled: AtomicBool,
+    /// `context` is the copy made for this handle (and hidden from the GC
+    /// while queued), not the caller's own Context.
+    owns_context: bool,
     /// Where the handle was created; recorded in debug mode only.
     source_traceback: Option<Py<PyAny>>,
 }
@@ -52,6 +55,7 @@ impl Handle {
         args: Py<PyTuple>,
         context: Py<PyAny>,
         loop_ref: Py<PyAny>,
+        owns_context: bool,
         source_traceback: Option<Py<PyAny>>,
     ) -> Handle {
         Handle {
@@ -63,6 +67,7 @@ impl Handle {
             loop_ref,
             cancelled: AtomicBool::new(false),
             scheduled: AtomicBool::new(false),
+            owns_context,
             source_traceback,
         }
     }
@@ -173,18 +178,41 @@ pub(crate) fn gc_untrack<T>(obj: &Py<T>) {
     unsafe { ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) };
 }
 
-/// The loop lets go of a handle: if someone else still holds it, hand it
-/// back to the cyclic GC, then drop the loop's reference.
-pub(crate) fn release<T>(obj: Py<T>) {
-    let ptr = obj.as_ptr();
-    // SAFETY: `ptr` is live while `obj` is; tracking is checked first, as
-    // tracking an object twice is a fatal error.
-    unsafe {
-        if ffi::Py_REFCNT(ptr) > 1 && ffi::PyObject_GC_IsTracked(ptr) == 0 {
-            ffi::PyObject_GC_Track(ptr.cast());
+impl Drop for Handle {
+    /// The Context copy must be tracked again before it is released: its
+    /// dealloc unlinks it from the GC's list unconditionally.
+    fn drop(&mut self) {
+        if self.owns_context {
+            gc_track(self.context.as_ptr());
         }
     }
-    drop(obj);
+}
+
+/// Hand `obj` back to the cyclic GC if it is untracked.
+fn gc_track(obj: *mut ffi::PyObject) {
+    // SAFETY: `obj` is live; tracking is checked first, as tracking an
+    // object twice is a fatal error.
+    unsafe {
+        if ffi::PyObject_GC_IsTracked(obj) == 0 {
+            ffi::PyObject_GC_Track(obj.cast());
+        }
+    }
+}
+
+/// The loop lets go of a handle. Whatever outlives the loop's reference
+/// (the handle, or the Context copy made for it) goes back to the GC.
+pub(crate) fn release(handle: Py<Handle>) {
+    let ptr = handle.as_ptr();
+    let ctx = handle.get().context.as_ptr();
+    // SAFETY: reading the refcounts of live objects.
+    let (handle_shared, ctx_shared) = unsafe { (ffi::Py_REFCNT(ptr) > 1, ffi::Py_REFCNT(ctx) > 1) };
+    if handle_shared {
+        gc_track(ptr);
+    }
+    if handle.get().owns_context && (handle_shared || ctx_shared) {
+        gc_track(ctx);
+    }
+    drop(handle);
 }
 
 #[pymethods]
