@@ -98,6 +98,41 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<RawFd> {
     Ok(fd as RawFd)
 }
 
+/// `asyncio.<module>.<name>`, looked up per call as asyncio itself does:
+/// `asyncio.tasks.Task` / `asyncio.futures.Future` may be replaced (tests
+/// and instrumentation do).
+fn asyncio_attr<'py>(
+    py: Python<'py>,
+    module: &str,
+    name: &Bound<'py, pyo3::types::PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    static TASKS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    static FUTURES: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    let (cell, path) = match module {
+        "tasks" => (&TASKS, "asyncio.tasks"),
+        _ => (&FUTURES, "asyncio.futures"),
+    };
+    cell.get_or_try_init(py, || py.import(path).map(Bound::unbind))?
+        .bind(py)
+        .getattr(name)
+}
+
+/// `asyncio.Future(loop=loop)`.
+pub(crate) fn new_future<'py>(loop_: &Bound<'py, CoreLoop>) -> PyResult<Bound<'py, PyAny>> {
+    static KWNAMES: PyOnceLock<Py<PyTuple>> = PyOnceLock::new();
+    let py = loop_.py();
+    let cls = asyncio_attr(py, "futures", pyo3::intern!(py, "Future"))?;
+    let kwnames = KWNAMES.get_or_try_init(py, || PyTuple::new(py, ["loop"]).map(Bound::unbind))?;
+    let argv = [loop_.as_ptr()];
+    // SAFETY: `argv` holds a borrowed live reference for the call's duration.
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyObject_Vectorcall(cls.as_ptr(), argv.as_ptr(), 0, kwnames.as_ptr()),
+        )
+    }
+}
+
 fn dec_saturating(counter: &AtomicUsize) {
     let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
 }
@@ -362,15 +397,18 @@ impl CoreLoop {
         let py = slf.py();
         let this = slf.get();
 
+        // One clock read per busy iteration (on some VMs it costs as much as
+        // a task step's worth of bookkeeping); re-read only after blocking.
+        let mut now = monotonic();
         let timeout = {
             let mut st = this.state.lock();
             let purged = st.timers.purge_cancelled(&this.timers_cancelled);
             let t = if !st.ready.is_empty() || this.stopping.load(Ordering::Relaxed) {
                 Some(Duration::ZERO)
             } else {
-                st.timers.next_deadline().map(|when| {
-                    Duration::from_secs_f64((when - monotonic()).clamp(0.0, MAX_POLL_SECONDS))
-                })
+                st.timers
+                    .next_deadline()
+                    .map(|when| Duration::from_secs_f64((when - now).clamp(0.0, MAX_POLL_SECONDS)))
             };
             drop(st);
             purged.into_iter().for_each(release);
@@ -378,7 +416,6 @@ impl CoreLoop {
         };
 
         let polled = if timeout == Some(Duration::ZERO) {
-            let now = monotonic();
             if now - *last_poll < BUSY_POLL_INTERVAL {
                 Ok(())
             } else {
@@ -389,7 +426,8 @@ impl CoreLoop {
         } else {
             let poller = &this.poller;
             let r = py.detach(|| poller.wait(events, timeout, ready_fds));
-            *last_poll = monotonic();
+            now = monotonic();
+            *last_poll = now;
             r
         };
         match polled {
@@ -399,7 +437,7 @@ impl CoreLoop {
         }
 
         {
-            let end_time = monotonic() + CLOCK_RESOLUTION;
+            let end_time = now + CLOCK_RESOLUTION;
             let mut st = this.state.lock();
             while let Some(entry) = st.timers.pop_due(end_time) {
                 let timer = entry.handle.get();
@@ -598,6 +636,11 @@ impl CoreLoop {
         drop(old); // unlocked: may run __del__
     }
 
+    /// `asyncio.Future(loop=self)`, without a Python frame.
+    fn create_future<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        new_future(slf)
+    }
+
     /// `asyncio.Task(coro, loop=self, name=name, context=context)` straight
     /// from Rust; a task factory or debug mode takes asyncio's own Python
     /// path (`_create_task_py`), which knows each version's details.
@@ -623,14 +666,8 @@ impl CoreLoop {
             }
             return slf.call_method("_create_task_py", (coro,), Some(&kwargs));
         }
-        static TASKS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
         static KWNAMES: PyOnceLock<[Py<PyTuple>; 4]> = PyOnceLock::new();
-        // Looked up per call, as asyncio does: `asyncio.tasks.Task` may be
-        // replaced (tests and instrumentation do).
-        let task_cls = TASKS
-            .get_or_try_init(py, || py.import("asyncio.tasks").map(Bound::unbind))?
-            .bind(py)
-            .getattr(pyo3::intern!(py, "Task"))?;
+        let task_cls = asyncio_attr(py, "tasks", pyo3::intern!(py, "Task"))?;
         let kwnames = KWNAMES.get_or_try_init(py, || -> PyResult<_> {
             Ok([
                 PyTuple::new(py, ["loop"])?.unbind(),
@@ -662,6 +699,11 @@ impl CoreLoop {
                 ),
             )
         }
+    }
+
+    /// Native: CPython's C Future and Task ask it on every creation.
+    fn get_debug(&self) -> bool {
+        self.debug.load(Ordering::Relaxed)
     }
 
     #[getter]

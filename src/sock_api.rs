@@ -19,10 +19,9 @@ use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyTuple};
 
-use crate::event_loop::CoreLoop;
+use crate::event_loop::{new_future, CoreLoop};
 use crate::poller::{READABLE, WRITABLE};
 
 /// Reads of up to this size go through one reusable per-thread buffer and
@@ -93,15 +92,6 @@ fn byte_buffer(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<PyUntypedBuff
         return Err(PyBufferError::new_err("the buffer is read-only"));
     }
     Ok(buf)
-}
-
-fn new_future<'py>(loop_: &Bound<'py, CoreLoop>) -> PyResult<Bound<'py, PyAny>> {
-    static FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let py = loop_.py();
-    let cls = FUTURE.import(py, "asyncio", "Future")?;
-    let kwargs = PyDict::new(py);
-    kwargs.set_item(intern!(py, "loop"), loop_)?;
-    cls.call((), Some(&kwargs))
 }
 
 enum Op {
