@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use pyo3::buffer::PyUntypedBuffer;
-use pyo3::exceptions::{PyBufferError, PyValueError};
+use pyo3::exceptions::{PyBufferError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::event_loop::{new_future, CoreLoop};
 use crate::poller::{READABLE, WRITABLE};
@@ -89,9 +89,38 @@ fn byte_buffer(obj: &Bound<'_, PyAny>, writable: bool) -> PyResult<PyUntypedBuff
         return Err(PyBufferError::new_err("a contiguous buffer is required"));
     }
     if writable && buf.readonly() {
-        return Err(PyBufferError::new_err("the buffer is read-only"));
+        // socket.recv_into's own error for a read-only buffer.
+        return Err(PyTypeError::new_err(format!(
+            "recv_into() argument 'buffer' must be read-write bytes-like object, not {}",
+            obj.get_type().name()?
+        )));
     }
     Ok(buf)
+}
+
+/// asyncio's `_ensure_fd_no_transport`: waiting on an fd that an open
+/// transport owns is refused. Reads `loop._transports` (a
+/// WeakValueDictionary) through its `data` dict, to stay in C.
+fn ensure_fd_no_transport(loop_: &Bound<'_, CoreLoop>, fd: RawFd) -> PyResult<()> {
+    let py = loop_.py();
+    let refs = loop_
+        .getattr(intern!(py, "_transports"))?
+        .getattr(intern!(py, "data"))?;
+    let Some(weak) = refs.cast::<PyDict>()?.get_item(fd)? else {
+        return Ok(());
+    };
+    let transport = weak.call0()?;
+    if transport.is_none()
+        || transport
+            .call_method0(intern!(py, "is_closing"))?
+            .is_truthy()?
+    {
+        return Ok(());
+    }
+    Err(PyRuntimeError::new_err(format!(
+        "File descriptor {fd} is used by transport {}",
+        transport.repr()?
+    )))
 }
 
 enum Op {
@@ -116,8 +145,7 @@ impl SockWaiter {
     /// Register a waiter for `op` and return it (Python awaits `.fut`).
     fn start(loop_: &Bound<'_, CoreLoop>, fd: RawFd, dir: u32, op: Op) -> PyResult<Py<SockWaiter>> {
         let py = loop_.py();
-        // asyncio refuses to wait on an fd owned by a transport.
-        loop_.call_method1(intern!(py, "_ensure_fd_no_transport"), (fd,))?;
+        ensure_fd_no_transport(loop_, fd)?;
         let fut = new_future(loop_)?;
         let waiter = Py::new(
             py,

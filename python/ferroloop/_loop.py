@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import selectors
+import socket
 import sys
 import threading
 import weakref
@@ -71,6 +72,9 @@ class _SelectorView(selectors.BaseSelector):
 
     def close(self) -> None:
         pass
+
+
+_Socket = socket.socket
 
 
 def _check_socket(sock) -> None:
@@ -159,7 +163,8 @@ class Loop(CoreLoop, unix_events.SelectorEventLoop):
 
     async def sock_recv(self, sock, n):
         """Receive up to n bytes from sock (a non-blocking socket)."""
-        _check_socket(sock)
+        if type(sock) is not _Socket or sock.gettimeout() != 0:
+            _check_socket(sock)  # raises, unless a socket subclass that is fine
         waiter = _native_sock_recv(self, sock, n)
         if type(waiter) is bytes:
             return waiter
@@ -171,7 +176,8 @@ class Loop(CoreLoop, unix_events.SelectorEventLoop):
 
     async def sock_recv_into(self, sock, buf):
         """Receive into buf from sock; return the number of bytes received."""
-        _check_socket(sock)
+        if type(sock) is not _Socket or sock.gettimeout() != 0:
+            _check_socket(sock)  # raises, unless a socket subclass that is fine
         waiter = _native_sock_recv_into(self, sock, buf)
         if type(waiter) is int:
             return waiter
@@ -183,7 +189,8 @@ class Loop(CoreLoop, unix_events.SelectorEventLoop):
 
     async def sock_sendall(self, sock, data):
         """Send all of data to sock; return None once it is all sent."""
-        _check_socket(sock)
+        if type(sock) is not _Socket or sock.gettimeout() != 0:
+            _check_socket(sock)  # raises, unless a socket subclass that is fine
         waiter = _native_sock_sendall(self, sock, data)
         if waiter is None:
             return None
