@@ -533,36 +533,6 @@ impl CoreLoop {
         monotonic()
     }
 
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        Self::check_call(slf, &callback, "call_soon")?;
-        let py = slf.py();
-        let handle = Self::new_queued_handle(slf, callback, args, context)?;
-        slf.get().push_ready(handle.clone_ref(py));
-        Ok(handle)
-    }
-
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon_threadsafe(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        Self::check_call(slf, &callback, "call_soon_threadsafe")?;
-        let py = slf.py();
-        let handle = Self::new_queued_handle(slf, callback, args, context)?;
-        let this = slf.get();
-        this.push_ready(handle.clone_ref(py));
-        this.poller.wake();
-        Ok(handle)
-    }
-
     #[pyo3(signature = (delay, callback, *args, context=None))]
     fn call_later(
         slf: &Bound<'_, Self>,
@@ -827,6 +797,30 @@ impl CoreLoop {
 }
 
 impl CoreLoop {
+    /// `call_soon` / `call_soon_threadsafe` (their Python entry points are
+    /// in `fastcall.rs`).
+    pub(crate) fn schedule_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+        threadsafe: bool,
+    ) -> PyResult<Py<Handle>> {
+        let method = if threadsafe {
+            "call_soon_threadsafe"
+        } else {
+            "call_soon"
+        };
+        Self::check_call(slf, &callback, method)?;
+        let py = slf.py();
+        let handle = Self::new_queued_handle(slf, callback, args, context)?;
+        let this = slf.get();
+        this.push_ready(handle.clone_ref(py));
+        if threadsafe {
+            this.poller.wake();
+        }
+        Ok(handle)
+    }
     /// `when_obj` is what `TimerHandle.when()` returns: the caller's own
     /// number, as in asyncio (`call_at(100, ...)`'s `when()` is `100`).
     fn schedule_at(

@@ -6,6 +6,7 @@
 //! Python-level `ferroloop.Loop`.
 
 pub mod event_loop;
+pub mod fastcall;
 pub mod handles;
 pub mod poller;
 pub mod sock_api;
@@ -16,6 +17,7 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = true)]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::CoreLoop>()?;
+    fastcall::install(&m.py().get_type::<event_loop::CoreLoop>())?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<sock_api::SockWaiter>()?;
