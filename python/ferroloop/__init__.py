@@ -82,12 +82,32 @@ def _cancel_all_tasks(loop) -> None:
             )
 
 
-class EventLoopPolicy(_unix_events._UnixDefaultEventLoopPolicy):
+if _sys.version_info >= (3, 14):
+    # Policies are deprecated (removal planned for 3.16) and child watchers
+    # are gone: the plain default policy is the base.
+    _PolicyBase = _asyncio.events._BaseDefaultEventLoopPolicy
+else:
+    _PolicyBase = _unix_events._UnixDefaultEventLoopPolicy
+
+
+class EventLoopPolicy(_PolicyBase):
     """An event loop policy whose loops are ferroloop loops.
 
-    Note that Python 3.14 deprecates event loop policies: prefer
-    ``ferroloop.run()`` or ``asyncio.run(..., loop_factory=ferroloop.new_event_loop)``.
+    Python 3.14 deprecates event loop policies (creating one warns there):
+    prefer ``ferroloop.run()`` or
+    ``asyncio.run(..., loop_factory=ferroloop.new_event_loop)``.
     """
+
+    def __init__(self) -> None:
+        if _sys.version_info >= (3, 14):
+            _warnings.warn(
+                "ferroloop.EventLoopPolicy is deprecated, as are asyncio's event loop "
+                "policies, and slated for removal in Python 3.16; use ferroloop.run() "
+                "or asyncio.run(..., loop_factory=ferroloop.new_event_loop)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        super().__init__()
 
     def _loop_factory(self) -> Loop:
         return new_event_loop()
@@ -105,4 +125,8 @@ def install() -> None:
             DeprecationWarning,
             stacklevel=1,
         )
-    _asyncio.set_event_loop_policy(EventLoopPolicy())
+    with _warnings.catch_warnings():
+        # One deprecation warning (above) is enough on 3.14+.
+        _warnings.simplefilter("ignore", DeprecationWarning)
+        policy = EventLoopPolicy()
+        _asyncio.set_event_loop_policy(policy)
