@@ -14,7 +14,7 @@ pub mod timers;
 
 use pyo3::prelude::*;
 
-#[pymodule(gil_used = true)]
+#[pymodule(gil_used = false)]
 fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::CoreLoop>()?;
     fastcall::install(&m.py().get_type::<event_loop::CoreLoop>())?;
