@@ -33,6 +33,11 @@ python_tag() { # "3.12", or "3.13t" for a free-threaded build
   "$1" -c 'import sys, sysconfig; print("%d.%d" % sys.version_info[:2] + ("t" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""))'
 }
 
+gil_env() { # $1 = tag: free-threaded builds run with the GIL off (PYTHON_GIL
+  # is a fatal error on other 3.13 builds)
+  if [[ $1 == *t ]]; then echo PYTHON_GIL=0; fi
+}
+
 install_ferroloop() { # $1 = interpreter, $2 = extra ("test" or "bench"); prints the venv
   local py=$1 extra=$2 tag venv src
   tag=$(python_tag "$py")

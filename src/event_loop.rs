@@ -34,10 +34,13 @@ use crate::timers::{monotonic, TimerHeap, CLOCK_RESOLUTION};
 /// asyncio never sleeps longer than a day in one poll.
 const MAX_POLL_SECONDS: f64 = 24.0 * 3600.0;
 
-/// While callbacks are ready, the poller is asked again only once this much
-/// time has passed since the last poll: a zero-timeout `epoll_wait` per
-/// iteration costs more than a task step, and I/O waits at most this long
-/// (plus the iteration running) behind a busy ready queue.
+/// While callbacks are ready and no fd but the loop's own self-pipe is
+/// watched, the poller is asked again only once this much time has passed
+/// since the last poll: a zero-timeout `epoll_wait` per iteration costs more
+/// than a task step there, and nothing a program can observe is waiting on
+/// it (signals wake the Python-level handlers without it). As soon as any
+/// other fd is watched, every iteration polls, as asyncio does: a library
+/// may rely on seeing I/O after one `sleep(0)`.
 const BUSY_POLL_INTERVAL: f64 = 250e-6;
 
 #[derive(Default)]
@@ -54,6 +57,20 @@ struct LoopState {
     timers: TimerHeap,
     /// Indexed by fd: fds are small, dense integers.
     fds: Vec<Option<FdEntry>>,
+    /// How many entries of `fds` are in use.
+    watched: usize,
+    /// asyncio's self-pipe: watched, but not a program's I/O.
+    internal_fd: Option<RawFd>,
+}
+
+impl LoopState {
+    /// Is any fd watched on behalf of the program (not the loop itself)?
+    fn watches_program_fds(&self) -> bool {
+        let internal = self
+            .internal_fd
+            .is_some_and(|fd| matches!(self.fds.get(fd as usize), Some(Some(_))));
+        self.watched > usize::from(internal)
+    }
 }
 
 #[pyclass(subclass, frozen, weakref, module = "ferroloop._ferroloop")]
@@ -259,7 +276,11 @@ impl CoreLoop {
             }
             st.fds.resize_with(idx + 1, || None);
         }
-        let slot = &mut st.fds[idx];
+        let LoopState { fds, watched, .. } = &mut *st;
+        let slot = &mut fds[idx];
+        if slot.is_none() {
+            *watched += 1;
+        }
         let entry = slot.get_or_insert_with(FdEntry::default);
         let was = entry.mask;
         let new_mask = if handle.is_some() {
@@ -277,6 +298,7 @@ impl CoreLoop {
                 // Refused (a regular file: EPERM): leave no trace of the fd.
                 if entry.reader.is_none() && entry.writer.is_none() {
                     *slot = None;
+                    *watched -= 1;
                 }
                 return Err(e.into());
             }
@@ -285,6 +307,7 @@ impl CoreLoop {
         entry.mask = new_mask;
         if entry.reader.is_none() && entry.writer.is_none() {
             *slot = None;
+            *watched -= 1;
         }
         Ok(old)
     }
@@ -400,8 +423,9 @@ impl CoreLoop {
         // One clock read per busy iteration (on some VMs it costs as much as
         // a task step's worth of bookkeeping); re-read only after blocking.
         let mut now = monotonic();
-        let timeout = {
+        let (timeout, may_skip_poll) = {
             let mut st = this.state.lock();
+            let may_skip_poll = !st.watches_program_fds();
             let purged = st.timers.purge_cancelled(&this.timers_cancelled);
             let t = if !st.ready.is_empty() || this.stopping.load(Ordering::Relaxed) {
                 Some(Duration::ZERO)
@@ -412,11 +436,11 @@ impl CoreLoop {
             };
             drop(st);
             purged.into_iter().for_each(release);
-            t
+            (t, may_skip_poll)
         };
 
         let polled = if timeout == Some(Duration::ZERO) {
-            if now - *last_poll < BUSY_POLL_INTERVAL {
+            if may_skip_poll && now - *last_poll < BUSY_POLL_INTERVAL {
                 Ok(())
             } else {
                 *last_poll = now;
@@ -744,11 +768,10 @@ impl CoreLoop {
         self.closed.store(true, Ordering::Relaxed);
         let (ready, timers, fds) = {
             let mut st = self.state.lock();
-            (
-                std::mem::take(&mut st.ready),
-                st.timers.take_all(),
-                std::mem::take(&mut st.fds),
-            )
+            (std::mem::take(&mut st.ready), st.timers.take_all(), {
+                st.watched = 0;
+                std::mem::take(&mut st.fds)
+            })
         };
         for h in timers.iter() {
             h.get().set_scheduled(false);
@@ -773,6 +796,12 @@ impl CoreLoop {
             entry.reader.as_ref().map(|h| h.clone_ref(py)),
             entry.writer.as_ref().map(|h| h.clone_ref(py)),
         ))
+    }
+
+    /// Mark `fd` (asyncio's self-pipe) as the loop's own: watching it alone
+    /// does not make every busy iteration poll.
+    fn _set_internal_fd(&self, fd: RawFd) {
+        self.state.lock().internal_fd = Some(fd);
     }
 
     /// Every fd with a reader or writer.

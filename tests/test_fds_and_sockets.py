@@ -721,3 +721,31 @@ def test_close_releases_queued_callbacks_and_readers(any_loop, sockpair):
     any_loop.close()
     gc.collect()
     assert [r() for r in refs] == [None] * 4
+
+
+def test_io_is_seen_on_the_next_iteration_while_tasks_keep_yielding(any_loop, sockpair):
+    """asyncio polls on every iteration: data already waiting on a watched
+    socket is delivered after one `sleep(0)`, however busy the loop is.
+    (ferroloop skips polls on busy iterations only while no fd of the
+    program is watched.)"""
+    a, b = sockpair
+    got = []
+
+    class Collect(asyncio.Protocol):
+        def data_received(self, data):
+            got.append(data)
+
+    async def main():
+        transport, _ = await any_loop.connect_accepted_socket(Collect, a)
+        try:
+            await asyncio.sleep(0.01)
+            b.send(b"x")
+            spins = 0
+            while not got:
+                await asyncio.sleep(0)
+                spins += 1
+            return spins
+        finally:
+            transport.close()
+
+    assert any_loop.run_until_complete(asyncio.wait_for(main(), 10)) <= 2

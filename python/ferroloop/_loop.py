@@ -102,6 +102,7 @@ class Loop(CoreLoop, unix_events.SelectorEventLoop):
 
     def __init__(self) -> None:
         unix_events.SelectorEventLoop.__init__(self, _SelectorView(self))
+        self._set_internal_fd(self._ssock.fileno())
 
     def __repr__(self) -> str:
         return (
