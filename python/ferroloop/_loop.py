@@ -21,7 +21,7 @@ import threading
 import weakref
 from asyncio import base_events, events, selector_events, unix_events
 
-from ._ferroloop import CoreLoop
+from ._ferroloop import CoreLoop, SockWaiter
 from ._ferroloop import sock_recv as _native_sock_recv
 from ._ferroloop import sock_recv_into as _native_sock_recv_into
 from ._ferroloop import sock_sendall as _native_sock_sendall
@@ -83,6 +83,16 @@ def _check_socket(sock) -> None:
     _check_ssl_socket(sock)
     if sock.gettimeout() != 0:
         raise ValueError("the socket must be non-blocking")
+
+
+async def _wait(waiter: SockWaiter):
+    """Await a native sock_* call that could not complete at once; if the
+    awaiting task is cancelled (or fails), stop watching the fd now."""
+    try:
+        return await waiter.fut
+    except BaseException:
+        waiter.cancel()
+        raise
 
 
 def _nonblocking_only(name: str):
@@ -166,40 +176,28 @@ class Loop(CoreLoop, unix_events.SelectorEventLoop):
         """Receive up to n bytes from sock (a non-blocking socket)."""
         if type(sock) is not _Socket or sock.gettimeout() != 0:
             _check_socket(sock)  # raises, unless a socket subclass that is fine
-        waiter = _native_sock_recv(self, sock, n)
-        if type(waiter) is bytes:
-            return waiter
-        try:
-            return await waiter.fut
-        except BaseException:
-            waiter.cancel()
-            raise
+        result = _native_sock_recv(self, sock, n)
+        if type(result) is SockWaiter:
+            return await _wait(result)
+        return result
 
     async def sock_recv_into(self, sock, buf):
         """Receive into buf from sock; return the number of bytes received."""
         if type(sock) is not _Socket or sock.gettimeout() != 0:
             _check_socket(sock)  # raises, unless a socket subclass that is fine
-        waiter = _native_sock_recv_into(self, sock, buf)
-        if type(waiter) is int:
-            return waiter
-        try:
-            return await waiter.fut
-        except BaseException:
-            waiter.cancel()
-            raise
+        result = _native_sock_recv_into(self, sock, buf)
+        if type(result) is SockWaiter:
+            return await _wait(result)
+        return result
 
     async def sock_sendall(self, sock, data):
         """Send all of data to sock; return None once it is all sent."""
         if type(sock) is not _Socket or sock.gettimeout() != 0:
             _check_socket(sock)  # raises, unless a socket subclass that is fine
-        waiter = _native_sock_sendall(self, sock, data)
-        if waiter is None:
-            return None
-        try:
-            return await waiter.fut
-        except BaseException:
-            waiter.cancel()
-            raise
+        result = _native_sock_sendall(self, sock, data)
+        if type(result) is SockWaiter:
+            return await _wait(result)
+        return result
 
     for _name in (
         "sock_recvfrom",
