@@ -199,15 +199,6 @@ impl CoreLoop {
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Handle> {
         let py = slf.py();
-        let (context, owns_context) = match context {
-            Some(c) if !c.is_none() => (c.unbind(), false),
-            _ => {
-                let copy = copy_context(py)?;
-                // Only this handle holds the copy: hidden from the GC with it.
-                gc_untrack(&copy);
-                (copy, true)
-            }
-        };
         let source_traceback = if slf.get().debug.load(Ordering::Relaxed) {
             Some(
                 crate::handles::glue(py, "extract_source_traceback")?
@@ -218,6 +209,17 @@ impl CoreLoop {
             None
         };
         let loop_ref = Self::weak_self(slf)?;
+        // Last, with nothing fallible after it: an untracked Context must
+        // reach a Handle (whose Drop tracks it again) before it can be freed.
+        let (context, owns_context) = match context {
+            Some(c) if !c.is_none() => (c.unbind(), false),
+            _ => {
+                let copy = copy_context(py)?;
+                // Only this handle holds the copy: hidden from the GC with it.
+                gc_untrack(&copy);
+                (copy, true)
+            }
+        };
         Ok(Handle::new(
             callback.unbind(),
             args.unbind(),
