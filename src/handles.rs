@@ -297,6 +297,45 @@ impl TimerHandle {
 
 #[pymethods]
 impl TimerHandle {
+    /// asyncio's TimerHandle hashes by deadline.
+    fn __hash__(&self, py: Python<'_>) -> PyResult<isize> {
+        self.when.bind(py).hash()
+    }
+
+    /// asyncio's TimerHandle ordering: by deadline; equal when deadline,
+    /// callback, arguments and cancelled state are equal.
+    fn __richcmp__(
+        slf: &Bound<'_, Self>,
+        other: &Bound<'_, PyAny>,
+        op: pyo3::basic::CompareOp,
+    ) -> PyResult<Py<PyAny>> {
+        use pyo3::basic::CompareOp::*;
+        let py = slf.py();
+        let Ok(other) = other.cast::<TimerHandle>() else {
+            return Ok(py.NotImplemented());
+        };
+        let (a, b) = (slf.get().when.bind(py), other.get().when.bind(py));
+        let equal = || -> PyResult<bool> {
+            let (x, y) = (slf.as_super(), other.as_super());
+            Ok(a.eq(b)?
+                && x.getattr("_callback")?.eq(y.getattr("_callback")?)?
+                && x.getattr("_args")?.eq(y.getattr("_args")?)?
+                && x.get().is_cancelled() == y.get().is_cancelled())
+        };
+        let result = match op {
+            Lt => a.lt(b)?,
+            Le => a.lt(b)? || equal()?,
+            Gt => b.lt(a)?,
+            Ge => b.lt(a)? || equal()?,
+            Eq => equal()?,
+            Ne => !equal()?,
+        };
+        Ok(pyo3::types::PyBool::new(py, result)
+            .to_owned()
+            .into_any()
+            .unbind())
+    }
+
     fn cancel(slf: &Bound<'_, Self>) {
         let base = slf.as_super().get();
         if base.set_cancelled() && base.scheduled.load(Ordering::Relaxed) {

@@ -584,3 +584,22 @@ def _schedule(loop, method, callback):
     if method == "call_at":
         return loop.call_at(loop.time(), callback)
     return getattr(loop, method)(callback)
+
+
+def test_timer_handles_order_and_compare_like_asyncios(any_loop):
+    early = any_loop.call_at(100, int)
+    late = any_loop.call_at(200, int)
+    twin = any_loop.call_at(100, int)
+    other_cb = any_loop.call_at(100, str)
+    assert early < late and late > early
+    assert early <= twin and early >= twin
+    assert early == twin
+    assert (early != twin) is False  # __ne__ itself, not a negated __eq__
+    assert early != other_cb
+    assert hash(early) == hash(twin) == hash(100)
+    assert sorted([late, early]) == [early, late]
+    assert early.__eq__(object()) is NotImplemented
+    twin.cancel()
+    assert early != twin
+    for h in (early, late, other_cb):
+        h.cancel()
