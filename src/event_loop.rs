@@ -378,8 +378,27 @@ impl CoreLoop {
         Ok(())
     }
 
+    /// Queue the timers due by `now`, then take everything ready as this
+    /// iteration's batch (callbacks scheduled while it runs wait for the
+    /// next iteration, as in asyncio).
+    fn take_batch(&self, st: &mut LoopState, now: f64, batch: &mut VecDeque<Py<Handle>>) {
+        let end_time = now + CLOCK_RESOLUTION;
+        while let Some(entry) = st.timers.pop_due(end_time) {
+            let timer = entry.handle.get();
+            timer.set_scheduled(false);
+            if timer.is_cancelled() {
+                dec_saturating(&self.timers_cancelled);
+            }
+            st.ready.push_back(entry.handle);
+        }
+        std::mem::swap(&mut st.ready, batch);
+    }
+
     /// Turn poller reports into ready handles (asyncio's `_process_events`).
     fn queue_io(&self, py: Python<'_>, ready_fds: &mut Vec<Ready>) -> PyResult<()> {
+        if ready_fds.is_empty() {
+            return Ok(());
+        }
         let mut stale: Vec<(RawFd, u32)> = Vec::new();
         {
             let mut st = self.state.lock();
@@ -425,55 +444,43 @@ impl CoreLoop {
         // One clock read per busy iteration (on some VMs it costs as much as
         // a task step's worth of bookkeeping); re-read only after blocking.
         let mut now = monotonic();
-        let (timeout, may_skip_poll) = {
-            let mut st = this.state.lock();
-            let may_skip_poll = !st.watches_program_fds();
-            let purged = st.timers.purge_cancelled(&this.timers_cancelled);
-            let t = if !st.ready.is_empty() || this.stopping.load(Ordering::Relaxed) {
-                Some(Duration::ZERO)
-            } else {
-                st.timers
-                    .next_deadline()
-                    .map(|when| Duration::from_secs_f64((when - now).clamp(0.0, MAX_POLL_SECONDS)))
-            };
+        let mut st = this.state.lock();
+        let purged = st.timers.purge_cancelled(&this.timers_cancelled);
+        let timeout = if !st.ready.is_empty() || this.stopping.load(Ordering::Relaxed) {
+            Some(Duration::ZERO)
+        } else {
+            st.timers
+                .next_deadline()
+                .map(|when| Duration::from_secs_f64((when - now).clamp(0.0, MAX_POLL_SECONDS)))
+        };
+        let skip_poll = timeout == Some(Duration::ZERO)
+            && !st.watches_program_fds()
+            && now - *last_poll < BUSY_POLL_INTERVAL;
+        if skip_poll {
+            // Busy and nothing of the program's to poll: one lock does it all.
+            this.take_batch(&mut st, now, batch);
             drop(st);
             purged.into_iter().for_each(release);
-            (t, may_skip_poll)
-        };
-
-        let polled = if timeout == Some(Duration::ZERO) {
-            if may_skip_poll && now - *last_poll < BUSY_POLL_INTERVAL {
-                Ok(())
-            } else {
+        } else {
+            drop(st);
+            purged.into_iter().for_each(release);
+            let polled = if timeout == Some(Duration::ZERO) {
                 *last_poll = now;
                 // Nothing to wait for: no need to let go of the GIL.
                 this.poller.wait(events, timeout, ready_fds)
+            } else {
+                let poller = &this.poller;
+                let r = py.detach(|| poller.wait(events, timeout, ready_fds));
+                now = monotonic();
+                *last_poll = now;
+                r
+            };
+            match polled {
+                Ok(()) => this.queue_io(py, ready_fds)?,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals()?,
+                Err(e) => return Err(e.into()),
             }
-        } else {
-            let poller = &this.poller;
-            let r = py.detach(|| poller.wait(events, timeout, ready_fds));
-            now = monotonic();
-            *last_poll = now;
-            r
-        };
-        match polled {
-            Ok(()) => this.queue_io(py, ready_fds)?,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals()?,
-            Err(e) => return Err(e.into()),
-        }
-
-        {
-            let end_time = now + CLOCK_RESOLUTION;
-            let mut st = this.state.lock();
-            while let Some(entry) = st.timers.pop_due(end_time) {
-                let timer = entry.handle.get();
-                timer.set_scheduled(false);
-                if timer.is_cancelled() {
-                    dec_saturating(&this.timers_cancelled);
-                }
-                st.ready.push_back(entry.handle);
-            }
-            std::mem::swap(&mut st.ready, batch);
+            this.take_batch(&mut this.state.lock(), now, batch);
         }
 
         let debug = this.debug.load(Ordering::Relaxed);
