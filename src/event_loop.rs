@@ -338,15 +338,18 @@ impl CoreLoop {
         if self.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let fd = fileobj_to_fd(fd)?;
-        match self.set_fd_handle(fd, dir, None)? {
-            Some(old) => {
-                old.get().set_cancelled();
-                release(old);
-                Ok(true)
-            }
-            None => Ok(false),
-        }
+        self.unwatch(fileobj_to_fd(fd)?, dir)
+    }
+
+    /// Stop watching `fd` in direction `dir`; the removed handle is
+    /// cancelled, as asyncio's `_remove_reader` does. True if there was one.
+    fn unwatch(&self, fd: RawFd, dir: u32) -> PyResult<bool> {
+        let Some(old) = self.set_fd_handle(fd, dir, None)? else {
+            return Ok(false);
+        };
+        old.get().set_cancelled();
+        release(old);
+        Ok(true)
     }
 
     /// Remove the reader/writer of `fd` if its callback is `callback`
@@ -370,10 +373,7 @@ impl CoreLoop {
             current.is_some_and(|h| h.get().callback_is(callback))
         };
         if matches && !self.closed.load(Ordering::Relaxed) {
-            if let Some(old) = self.set_fd_handle(fd, dir, None)? {
-                old.get().set_cancelled();
-                release(old);
-            }
+            self.unwatch(fd, dir)?;
         }
         Ok(())
     }
@@ -423,9 +423,7 @@ impl CoreLoop {
         }
         for (fd, dir) in stale {
             // A cancelled reader/writer is unregistered, as asyncio does.
-            if let Some(old) = self.set_fd_handle(fd, dir, None)? {
-                release(old);
-            }
+            self.unwatch(fd, dir)?;
         }
         Ok(())
     }
@@ -782,9 +780,6 @@ impl CoreLoop {
                 std::mem::take(&mut st.fds)
             })
         };
-        for h in timers.iter() {
-            h.get().set_scheduled(false);
-        }
         self.timers_cancelled.store(0, Ordering::Relaxed);
         self.poller.close();
         release_all(ready, timers, fds);
@@ -890,10 +885,14 @@ impl CoreLoop {
     }
 }
 
-/// Hand every handle the loop still holds back to the GC and drop them.
+/// Hand every handle the loop still holds back to the GC and drop them
+/// (timers taken out of the heap are no longer scheduled).
 fn release_all(ready: VecDeque<Py<Handle>>, timers: Vec<Py<Handle>>, fds: Vec<Option<FdEntry>>) {
     ready.into_iter().for_each(release);
-    timers.into_iter().for_each(release);
+    for timer in timers {
+        timer.get().set_scheduled(false);
+        release(timer);
+    }
     for entry in fds.into_iter().flatten() {
         entry.reader.into_iter().for_each(release);
         entry.writer.into_iter().for_each(release);
@@ -903,7 +902,8 @@ fn release_all(ready: VecDeque<Py<Handle>>, timers: Vec<Py<Handle>>, fds: Vec<Op
 impl Drop for CoreLoop {
     /// A loop collected without `close()` still hands its handles back.
     fn drop(&mut self) {
-        let st = std::mem::take(self.state.get_mut());
-        Python::attach(|_py| release_all(st.ready, st.timers.take_all_owned(), st.fds));
+        let mut st = std::mem::take(self.state.get_mut());
+        let timers = st.timers.take_all();
+        Python::attach(|_py| release_all(st.ready, timers, st.fds));
     }
 }

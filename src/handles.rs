@@ -199,18 +199,17 @@ fn gc_track(obj: *mut ffi::PyObject) {
     }
 }
 
-/// The loop lets go of a handle. Whatever outlives the loop's reference
-/// (the handle, or the Context copy made for it) goes back to the GC.
+/// The loop lets go of a handle. If it outlives the loop's reference, it
+/// and its Context copy go back to the GC now; if not, its `Drop` re-tracks
+/// the copy as it dies.
 pub(crate) fn release(handle: Py<Handle>) {
     let ptr = handle.as_ptr();
-    let ctx = handle.get().context.as_ptr();
-    // SAFETY: reading the refcounts of live objects.
-    let (handle_shared, ctx_shared) = unsafe { (ffi::Py_REFCNT(ptr) > 1, ffi::Py_REFCNT(ctx) > 1) };
-    if handle_shared {
+    // SAFETY: reading the refcount of a live object.
+    if unsafe { ffi::Py_REFCNT(ptr) } > 1 {
         gc_track(ptr);
-    }
-    if handle.get().owns_context && (handle_shared || ctx_shared) {
-        gc_track(ctx);
+        if handle.get().owns_context {
+            gc_track(handle.get().context.as_ptr());
+        }
     }
     drop(handle);
 }

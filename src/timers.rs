@@ -126,11 +126,6 @@ impl TimerHeap {
         self.heap.iter().map(|e| &e.handle)
     }
 
-    /// Consume the heap, returning its handles.
-    pub fn take_all_owned(mut self) -> Vec<Py<Handle>> {
-        self.take_all()
-    }
-
     /// Empty the heap (loop close); the caller drops the handles unlocked.
     pub fn take_all(&mut self) -> Vec<Py<Handle>> {
         std::mem::take(&mut self.heap)
