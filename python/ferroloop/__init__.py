@@ -54,32 +54,13 @@ def _run_without_runner(main, loop_factory, debug):
         return loop.run_until_complete(main)
     finally:
         try:
-            _cancel_all_tasks(loop)
+            # asyncio.run's own helper (private, and only needed on 3.10).
+            _asyncio.runners._cancel_all_tasks(loop)
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             _asyncio.set_event_loop(None)
             loop.close()
-
-
-def _cancel_all_tasks(loop) -> None:
-    to_cancel = _asyncio.all_tasks(loop)
-    if not to_cancel:
-        return
-    for task in to_cancel:
-        task.cancel()
-    loop.run_until_complete(_asyncio.gather(*to_cancel, return_exceptions=True))
-    for task in to_cancel:
-        if task.cancelled():
-            continue
-        if task.exception() is not None:
-            loop.call_exception_handler(
-                {
-                    "message": "unhandled exception during asyncio.run() shutdown",
-                    "exception": task.exception(),
-                    "task": task,
-                }
-            )
 
 
 if _sys.version_info >= (3, 14):

@@ -114,12 +114,6 @@ class Loop(CoreLoop, unix_events.SelectorEventLoop):
         unix_events.SelectorEventLoop.__init__(self, _SelectorView(self))
         self._set_internal_fd(self._ssock.fileno())
 
-    def __repr__(self) -> str:
-        return (
-            f"<{type(self).__name__} running={self.is_running()} "
-            f"closed={self.is_closed()} debug={self.get_debug()}>"
-        )
-
     if hasattr(base_events.BaseEventLoop, "_run_forever_setup"):  # 3.12+
 
         def run_forever(self) -> None:
