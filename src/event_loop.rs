@@ -321,10 +321,21 @@ impl CoreLoop {
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
     ) -> PyResult<Py<Handle>> {
+        Self::watch(slf, dir, fileobj_to_fd(fd)?, callback, args)
+    }
+
+    /// Call `callback(*args)` whenever `fd` is ready in direction `dir`,
+    /// replacing (and cancelling) any callback it had there.
+    pub(crate) fn watch(
+        slf: &Bound<'_, Self>,
+        dir: u32,
+        fd: RawFd,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let this = slf.get();
         this.check_closed()?;
-        let fd = fileobj_to_fd(fd)?;
         let handle = Self::new_queued_handle(slf, callback, args, None)?;
         let old = this.set_fd_handle(fd, dir, Some(handle.clone_ref(py)))?;
         if let Some(old) = old {
@@ -335,15 +346,20 @@ impl CoreLoop {
     }
 
     fn remove_fd_callback(&self, dir: u32, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        self.unwatch_if_open(fileobj_to_fd(fd)?, dir)
+    }
+
+    /// `unwatch`, as asyncio's `_remove_reader`: nothing once closed.
+    pub(crate) fn unwatch_if_open(&self, fd: RawFd, dir: u32) -> PyResult<bool> {
         if self.closed.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        self.unwatch(fileobj_to_fd(fd)?, dir)
+        self.unwatch(fd, dir)
     }
 
     /// Stop watching `fd` in direction `dir`; the removed handle is
     /// cancelled, as asyncio's `_remove_reader` does. True if there was one.
-    fn unwatch(&self, fd: RawFd, dir: u32) -> PyResult<bool> {
+    pub(crate) fn unwatch(&self, fd: RawFd, dir: u32) -> PyResult<bool> {
         let Some(old) = self.set_fd_handle(fd, dir, None)? else {
             return Ok(false);
         };

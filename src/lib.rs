@@ -10,6 +10,8 @@ pub mod fastcall;
 pub mod handles;
 pub mod poller;
 pub mod sock_api;
+pub mod stream;
+pub mod syscalls;
 pub mod timers;
 
 use pyo3::prelude::*;
@@ -21,6 +23,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<sock_api::SockWaiter>()?;
+    m.add_class::<stream::StreamCore>()?;
     m.add_function(wrap_pyfunction!(sock_api::sock_recv, m)?)?;
     m.add_function(wrap_pyfunction!(sock_api::sock_recv_into, m)?)?;
     m.add_function(wrap_pyfunction!(sock_api::sock_sendall, m)?)?;

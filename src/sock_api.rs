@@ -9,8 +9,6 @@
 //! Results and errors are those of `socket.recv`/`send`: bytes or an int,
 //! `OSError` subclasses from errno, `ValueError` for a negative size.
 
-use std::cell::RefCell;
-use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -23,58 +21,22 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::event_loop::{new_future, CoreLoop};
 use crate::poller::{READABLE, WRITABLE};
-
-/// Reads of up to this size go through one reusable per-thread buffer and
-/// are copied into a `bytes` of the exact length (a 64 KiB `recv` of a
-/// 1 KiB message then costs one small copy, not a 64 KiB allocation).
-const SHARED_RECV_BUF: usize = 256 * 1024;
-
-thread_local! {
-    static RECV_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Ok(None) means "would block".
-fn retry_syscall(mut f: impl FnMut() -> isize) -> io::Result<Option<usize>> {
-    loop {
-        let r = f();
-        if r >= 0 {
-            return Ok(Some(r as usize));
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(None),
-            _ => return Err(err),
-        }
-    }
-}
-
-fn recv_into_ptr(fd: RawFd, ptr: *mut u8, len: usize) -> io::Result<Option<usize>> {
-    // SAFETY: the caller guarantees `ptr` is writable for `len` bytes.
-    retry_syscall(|| unsafe { libc::recv(fd, ptr.cast(), len, 0) })
-}
+use crate::syscalls::{os_error, recv_into_ptr, send_from_ptr, with_recv_buf, SHARED_RECV_BUF};
 
 fn recv_bytes<'py>(py: Python<'py>, fd: RawFd, n: usize) -> PyResult<Option<Bound<'py, PyBytes>>> {
     if n > SHARED_RECV_BUF {
         let mut buf = Vec::<u8>::with_capacity(n);
-        return Ok(recv_into_ptr(fd, buf.as_mut_ptr(), n)?.map(|got| {
+        let got = recv_into_ptr(fd, buf.as_mut_ptr(), n).map_err(|e| os_error(py, e))?;
+        return Ok(got.map(|got| {
             // SAFETY: the kernel initialised `got` bytes.
             unsafe { buf.set_len(got) };
             PyBytes::new(py, &buf)
         }));
     }
-    RECV_BUF.with(|cell| {
-        let mut buf = cell.borrow_mut();
-        if buf.len() < SHARED_RECV_BUF {
-            buf.resize(SHARED_RECV_BUF, 0);
-        }
-        Ok(recv_into_ptr(fd, buf.as_mut_ptr(), n)?.map(|got| PyBytes::new(py, &buf[..got])))
+    with_recv_buf(|buf| {
+        let got = recv_into_ptr(fd, buf.as_mut_ptr(), n).map_err(|e| os_error(py, e))?;
+        Ok(got.map(|got| PyBytes::new(py, &buf[..got])))
     })
-}
-
-fn send_from_ptr(fd: RawFd, ptr: *const u8, len: usize) -> io::Result<Option<usize>> {
-    // SAFETY: the caller guarantees `ptr` is readable for `len` bytes.
-    retry_syscall(|| unsafe { libc::send(fd, ptr.cast(), len, libc::MSG_NOSIGNAL) })
 }
 
 fn sock_fd(sock: &Bound<'_, PyAny>) -> PyResult<RawFd> {
@@ -189,7 +151,8 @@ impl SockWaiter {
         match &mut *op {
             Op::Recv { n } => Ok(recv_bytes(py, self.fd, *n)?.map(Bound::into_any)),
             Op::RecvInto { buf, n } => {
-                let got = recv_into_ptr(self.fd, buf.buf_ptr().cast(), *n)?;
+                let got = recv_into_ptr(self.fd, buf.buf_ptr().cast(), *n)
+                    .map_err(|e| os_error(py, e))?;
                 got.map(|k| k.into_pyobject(py).map(Bound::into_any))
                     .transpose()
                     .map_err(Into::into)
@@ -198,7 +161,9 @@ impl SockWaiter {
                 let total = buf.len_bytes();
                 // SAFETY: `sent < total`, inside the buffer we hold.
                 let ptr = unsafe { (buf.buf_ptr() as *const u8).add(*sent) };
-                if let Some(k) = send_from_ptr(self.fd, ptr, total - *sent)? {
+                if let Some(k) =
+                    send_from_ptr(self.fd, ptr, total - *sent).map_err(|e| os_error(py, e))?
+                {
                     *sent += k;
                 }
                 Ok((*sent == total).then(|| py.None().into_bound(py)))
@@ -295,7 +260,7 @@ pub fn sock_recv_into<'py>(
         k => k as usize,
     };
     let fd = sock_fd(sock)?;
-    if let Some(got) = recv_into_ptr(fd, view.buf_ptr().cast(), n)? {
+    if let Some(got) = recv_into_ptr(fd, view.buf_ptr().cast(), n).map_err(|e| os_error(py, e))? {
         return Ok(got.into_pyobject(py)?.into_any());
     }
     Ok(
@@ -321,7 +286,7 @@ pub fn sock_sendall<'py>(
     while sent < total {
         // SAFETY: `sent < total`, inside the buffer we hold.
         let ptr = unsafe { (view.buf_ptr() as *const u8).add(sent) };
-        match send_from_ptr(fd, ptr, total - sent)? {
+        match send_from_ptr(fd, ptr, total - sent).map_err(|e| os_error(py, e))? {
             Some(k) => sent += k,
             None => break,
         }

@@ -22,6 +22,7 @@ import weakref
 from asyncio import base_events, events, selector_events, unix_events
 
 from ._ferroloop import CoreLoop, SockWaiter
+from ._transports import TransportFactories
 from ._ferroloop import sock_recv as _native_sock_recv
 from ._ferroloop import sock_recv_into as _native_sock_recv_into
 from ._ferroloop import sock_sendall as _native_sock_sendall
@@ -107,7 +108,7 @@ def _nonblocking_only(name: str):
     return method
 
 
-class Loop(CoreLoop, unix_events.SelectorEventLoop):
+class Loop(CoreLoop, TransportFactories, unix_events.SelectorEventLoop):
     """An asyncio event loop whose core runs in Rust."""
 
     def __init__(self) -> None:

@@ -1,0 +1,276 @@
+"""ferroloop's socket transports: `asyncio.Transport` subclasses whose
+per-event work (reading into the protocol, writing, flow control, the
+close / abort / half-close state machine) is done by a native core
+(`ferroloop._ferroloop.StreamCore`, see src/stream.rs).
+
+What stays here is what asyncio users and asyncio's own services touch
+rarely, and what differs between CPython versions: construction, `repr`,
+`get_extra_info`, the `Server` bookkeeping, error reporting and closing
+the socket. Attribute names follow asyncio's `_SelectorSocketTransport`
+(`_sock`, `_sock_fd`, `_server`, `_loop`, `_empty_waiter`, ...), which
+`loop.sendfile`, `loop.start_tls` and asyncio's tests rely on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import selectors
+import warnings
+from asyncio import base_events, constants, futures, sslproto, transports, trsock
+from asyncio.log import logger
+
+from ._ferroloop import StreamCore
+
+__all__ = ["SocketTransport", "TransportFactories"]
+
+# 3.13 tracks each client transport of a Server (close_clients); earlier
+# versions only count them.
+_SERVER_TRACKS_CLIENTS = len(inspect.signature(base_events.Server._attach).parameters) == 2
+
+
+def _server_attach(server, transport) -> None:
+    if _SERVER_TRACKS_CLIENTS:
+        server._attach(transport)
+    else:
+        server._attach()
+
+
+def _server_detach(server, transport) -> None:
+    if _SERVER_TRACKS_CLIENTS:
+        server._detach(transport)
+    else:
+        server._detach()
+
+
+class SocketTransport(transports._FlowControlMixin, transports.Transport):
+    """A TCP or Unix stream socket transport.
+
+    An `asyncio.transports._FlowControlMixin` as asyncio's own socket
+    transport is (`loop.sendfile`'s fallback requires it); the flow
+    control itself is the core's.
+    """
+
+    _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    max_size = 256 * 1024  # what one read asks for, as in asyncio
+
+    # Read by __del__, which may run on a half-constructed object.
+    _sock = None
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        # Not _FlowControlMixin.__init__: the write-buffer limits live in the core.
+        transports.BaseTransport.__init__(self, extra)
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._loop = loop
+        self._sock = sock
+        self._sock_fd = sock.fileno()
+        self._protocol_connected = True
+        self._server = server
+        core = self._core = StreamCore(loop, self._sock_fd, self, protocol)
+        # The hot methods are the core's own: no Python frame per call.
+        self.write = core.write
+        self.writelines = core.writelines
+        if server is not None:
+            _server_attach(server, self)
+        loop._transports[self._sock_fd] = self
+        base_events._set_nodelay(sock)
+
+        loop.call_soon(protocol.connection_made, self)
+        # Only start reading once connection_made() has run.
+        loop.call_soon(core._start_reading)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self) -> str:
+        info = [self.__class__.__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self.is_closing():
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            key = loop._fd_key(self._sock_fd)
+            mask = key[0] if key is not None else 0
+            info.append("read=polling" if mask & selectors.EVENT_READ else "read=idle")
+            state = "polling" if mask & selectors.EVENT_WRITE else "idle"
+            info.append(f"write=<{state}, bufsize={self.get_write_buffer_size()}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn) -> None:
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._sock.close()
+            self._sock = None
+            if self._server is not None:
+                _server_detach(self._server, self)
+                self._server = None
+
+    # -- the asyncio.Transport API, served by the core ------------------
+
+    def write(self, data) -> None:  # replaced per instance by the core's
+        self._core.write(data)
+
+    def writelines(self, list_of_data) -> None:  # replaced per instance
+        self._core.writelines(list_of_data)
+
+    def write_eof(self) -> None:
+        self._core.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._core.close()
+
+    def abort(self) -> None:
+        self._core.abort()
+
+    def is_closing(self) -> bool:
+        return self._core.is_closing()
+
+    def is_reading(self) -> bool:
+        return self._core.is_reading()
+
+    def pause_reading(self) -> None:
+        self._core.pause_reading()
+        if self._loop is not None and self._loop.get_debug():
+            logger.debug("%r pauses reading", self)
+
+    def resume_reading(self) -> None:
+        self._core.resume_reading()
+        if self._loop is not None and self._loop.get_debug():
+            logger.debug("%r resumes reading", self)
+
+    def set_protocol(self, protocol) -> None:
+        self._core.set_protocol(protocol)
+        self._protocol_connected = True
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    def set_write_buffer_limits(self, high=None, low=None) -> None:
+        self._core.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self):
+        return self._core.get_write_buffer_limits()
+
+    def get_write_buffer_size(self) -> int:
+        return self._core.get_write_buffer_size()
+
+    # -- asyncio's private names, for its services and tests ------------
+
+    @property
+    def _protocol(self):
+        return self._core.get_protocol()
+
+    @property
+    def _closing(self) -> bool:
+        return self._core.is_closing()
+
+    @property
+    def _conn_lost(self) -> int:
+        return self._core._conn_lost
+
+    @property
+    def _paused(self) -> bool:
+        return self._core._paused
+
+    @property
+    def _eof(self) -> bool:
+        return self._core._eof
+
+    @property
+    def _protocol_paused(self) -> bool:
+        return self._core._protocol_paused
+
+    @property
+    def _empty_waiter(self):
+        return self._core._empty_waiter
+
+    def _make_empty_waiter(self):
+        return self._core._make_empty_waiter()
+
+    def _reset_empty_waiter(self) -> None:
+        self._core._reset_empty_waiter()
+
+    def _force_close(self, exc) -> None:
+        self._core._force_close(exc)
+
+    def _fatal_error(self, exc, message="Fatal error on transport") -> None:
+        # As asyncio: OSErrors (a peer reset, ...) are the connection's
+        # fate, not a bug; they are logged in debug mode only.
+        if isinstance(exc, OSError):
+            if self._loop is not None and self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        elif self._loop is not None:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._core._force_close(exc)
+
+    def _call_connection_lost(self, exc) -> None:
+        core = self._core
+        waiter = core._empty_waiter
+        try:
+            if self._protocol_connected:
+                protocol = core.get_protocol()
+                if protocol is not None:
+                    protocol.connection_lost(exc)
+        finally:
+            core._detach()
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+            self._loop = None
+            server = self._server
+            if server is not None:
+                _server_detach(server, self)
+                self._server = None
+        if waiter is not None:
+            waiter.set_exception(ConnectionError("Connection is closed by peer"))
+
+
+class TransportFactories:
+    """The loop methods through which asyncio's services (create_connection,
+    create_server, start_tls, ...) make their transports."""
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        self._ensure_fd_no_transport(sock)
+        return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_ssl_transport(
+        self,
+        rawsock,
+        protocol,
+        sslcontext,
+        waiter=None,
+        *,
+        server_side=False,
+        server_hostname=None,
+        extra=None,
+        server=None,
+        **timeouts,
+    ):
+        # asyncio's TLS layer (sslproto) over a ferroloop socket transport.
+        self._ensure_fd_no_transport(rawsock)
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
+        )
+        SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
+

@@ -1,0 +1,96 @@
+//! The socket syscalls the native transports and `sock_*` calls make, and
+//! the one reusable receive buffer per thread. Knows nothing of asyncio:
+//! "would block" is `Ok(None)`, `EINTR` is retried, any other failure is an
+//! `io::Error` that `os_error` turns into the `OSError` subclass Python's
+//! own `socket` module would raise (same errno, same message).
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::RawFd;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+
+/// Reads of up to this size go through one reusable per-thread buffer and
+/// are copied into a `bytes` of the exact length (a 256 KiB `recv` of a
+/// 1 KiB message then costs one small copy, not a 256 KiB allocation).
+pub(crate) const SHARED_RECV_BUF: usize = 256 * 1024;
+
+/// Linux's IOV_MAX: the most buffers one `writev` takes.
+pub(crate) const IOV_MAX: usize = 1024;
+
+thread_local! {
+    static RECV_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with this thread's receive buffer (`SHARED_RECV_BUF` bytes).
+pub(crate) fn with_recv_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    RECV_BUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < SHARED_RECV_BUF {
+            buf.resize(SHARED_RECV_BUF, 0);
+        }
+        f(&mut buf)
+    })
+}
+
+/// Ok(None) means "would block".
+pub(crate) fn retry_syscall(mut f: impl FnMut() -> isize) -> io::Result<Option<usize>> {
+    loop {
+        let r = f();
+        if r >= 0 {
+            return Ok(Some(r as usize));
+        }
+        let err = io::Error::last_os_error();
+        match err.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(None),
+            _ => return Err(err),
+        }
+    }
+}
+
+pub(crate) fn recv_into_ptr(fd: RawFd, ptr: *mut u8, len: usize) -> io::Result<Option<usize>> {
+    // SAFETY: the caller guarantees `ptr` is writable for `len` bytes.
+    retry_syscall(|| unsafe { libc::recv(fd, ptr.cast(), len, 0) })
+}
+
+/// `send` without SIGPIPE: a closed peer is an `EPIPE` error, as in Python.
+pub(crate) fn send_from_ptr(fd: RawFd, ptr: *const u8, len: usize) -> io::Result<Option<usize>> {
+    // SAFETY: the caller guarantees `ptr` is readable for `len` bytes.
+    retry_syscall(|| unsafe { libc::send(fd, ptr.cast(), len, libc::MSG_NOSIGNAL) })
+}
+
+/// `sendmsg` of several buffers at once (at most `IOV_MAX` are used).
+pub(crate) fn send_vectored(fd: RawFd, bufs: &[libc::iovec]) -> io::Result<Option<usize>> {
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr().cast_mut();
+    msg.msg_iovlen = bufs.len().min(IOV_MAX) as _;
+    // SAFETY: every iovec points into a buffer the caller holds.
+    retry_syscall(|| unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) })
+}
+
+/// `shutdown(fd, SHUT_WR)`.
+pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
+    // SAFETY: a plain syscall on an fd number.
+    if unsafe { libc::shutdown(fd, libc::SHUT_WR) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The `OSError` Python's `socket` module raises for this failure:
+/// `OSError(errno, strerror)`, which Python maps to its subclass
+/// (`ConnectionResetError`, `BrokenPipeError`, ...).
+pub(crate) fn os_error(py: Python<'_>, err: io::Error) -> PyErr {
+    let Some(code) = err.raw_os_error() else {
+        return err.into();
+    };
+    // SAFETY: errno is thread-local; PyErr_SetFromErrno reads it and sets
+    // the exception, which is fetched at once.
+    unsafe {
+        *libc::__errno_location() = code;
+        ffi::PyErr_SetFromErrno(ffi::PyExc_OSError);
+    }
+    PyErr::fetch(py)
+}
