@@ -22,10 +22,10 @@ import weakref
 from asyncio import base_events, events, selector_events, unix_events
 
 from ._ferroloop import CoreLoop, SockWaiter
-from ._transports import TransportFactories
 from ._ferroloop import sock_recv as _native_sock_recv
 from ._ferroloop import sock_recv_into as _native_sock_recv_into
 from ._ferroloop import sock_sendall as _native_sock_sendall
+from ._transports import TransportFactories
 
 _check_ssl_socket = base_events._check_ssl_socket
 

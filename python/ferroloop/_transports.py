@@ -273,4 +273,3 @@ class TransportFactories:
         )
         SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
         return ssl_protocol._app_transport
-
