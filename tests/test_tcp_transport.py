@@ -1,0 +1,1500 @@
+"""TCP transports made by create_connection / create_server /
+connect_accepted_socket: asyncio's documented Transport and Protocol
+semantics on real 127.0.0.1 sockets, with stock asyncio as the reference.
+
+https://docs.python.org/3/library/asyncio-protocol.html
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import hashlib
+import os
+import socket
+import struct
+import sys
+import warnings
+import weakref
+
+import pytest
+from support import open_fd_count
+
+HOST = "127.0.0.1"
+MB = 1024 * 1024
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+def run(loop, coro, timeout=5.0):
+    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+@pytest.fixture
+def handler_calls(any_loop):
+    """Every context the loop's exception handler receives."""
+    calls = []
+    any_loop.set_exception_handler(lambda loop, context: calls.append(context))
+    return calls
+
+
+async def wait_until(predicate, timeout=3.0):
+    """Poll until predicate() is true; fail the test if it never is."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.002)
+
+
+def pattern(n: int, seed: int = 0) -> bytes:
+    """n bytes that are not a repetition of one short block."""
+    block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB
+    shifted = [block[i % 61 :] + block[: i % 61] for i in range(17)]
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += shifted[i % 17]
+        i += 1
+    return bytes(out[:n])
+
+
+class Recorder(asyncio.Protocol):
+    """Records every callback, in order; data_received coalesced as "data"."""
+
+    def __init__(self, loop, keep_open=None):
+        self.loop = loop
+        self.keep_open = keep_open
+        self.events = []
+        self.data = bytearray()
+        self.data_types = set()
+        self.transport = None
+        self.lost_exc = None
+        self.made = loop.create_future()
+        self.eof = loop.create_future()
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.events.append("made")
+        self.transport = transport
+        self.made.set_result(transport)
+
+    def data_received(self, data):
+        assert data, "data_received with empty data"
+        self.data_types.add(type(data))
+        if not self.events or self.events[-1] != "data":
+            self.events.append("data")
+        self.data += data
+
+    def eof_received(self):
+        self.events.append("eof")
+        self.eof.set_result(None)
+        return self.keep_open
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost_exc = exc
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+@contextlib.asynccontextmanager
+async def tcp_pair(loop, client_factory=None, server_factory=None):
+    """A create_server server, and one create_connection client to it.
+
+    Yields (client_transport, client_protocol, server_protocol, server)."""
+    server_protocols = []
+
+    def factory():
+        proto = server_factory() if server_factory else Recorder(loop)
+        server_protocols.append(proto)
+        return proto
+
+    server = await loop.create_server(factory, HOST, 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = None
+    try:
+        transport, client = await loop.create_connection(
+            client_factory or (lambda: Recorder(loop)), HOST, port
+        )
+        await wait_until(lambda: server_protocols and server_protocols[0].transport is not None)
+        yield transport, client, server_protocols[0], server
+    finally:
+        # (asyncio's abort() fails once a close() has flushed a buffer and
+        # lost the connection, so only transports still open are aborted.)
+        if transport is not None and not transport.is_closing():
+            transport.abort()
+        for proto in server_protocols:
+            if proto.transport is not None and not proto.transport.is_closing():
+                proto.transport.abort()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.01)  # let connection_lost callbacks run
+
+
+@contextlib.asynccontextmanager
+async def raw_peer(loop, client_factory):
+    """A create_connection client whose peer is a plain accepted socket.
+
+    Yields (client_transport, client_protocol, peer_socket)."""
+    listener = socket.socket()
+    listener.bind((HOST, 0))
+    listener.listen()
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    conn = transport = None
+    try:
+        connect = asyncio.ensure_future(loop.create_connection(client_factory, HOST, port))
+        conn, _ = await loop.sock_accept(listener)
+        transport, protocol = await connect
+        yield transport, protocol, conn
+    finally:
+        if transport is not None and not transport.is_closing():
+            transport.abort()
+        if conn is not None:
+            conn.close()
+        listener.close()
+        await asyncio.sleep(0.01)
+
+
+async def recv_exactly(loop, sock, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = await loop.sock_recv(sock, min(n - len(buf), 1 * MB))
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+async def recv_until_eof(loop, sock):
+    buf = bytearray()
+    while chunk := await loop.sock_recv(sock, 1 * MB):
+        buf += chunk
+    return bytes(buf)
+
+
+def reset_close(sock):
+    """Close sock with SO_LINGER 0: the peer gets a RST, not a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+# --- types, extra info, protocol ----------------------------------------------
+
+
+def test_transport_types_and_extra_info(any_loop):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, client, sproto, server):
+            str_ = sproto.transport
+            port = server.sockets[0].getsockname()[1]
+            for t in (tr, str_):
+                assert isinstance(t, asyncio.Transport)
+                assert isinstance(t, asyncio.ReadTransport)
+                assert isinstance(t, asyncio.WriteTransport)
+                assert isinstance(t, asyncio.BaseTransport)
+                assert not isinstance(t, asyncio.DatagramTransport)
+                sock = t.get_extra_info("socket")
+                assert sock is not None
+                assert sock.family == socket.AF_INET
+                assert sock.type == socket.SOCK_STREAM
+                assert sock.fileno() >= 0
+                assert t.get_extra_info("sockname") == sock.getsockname()
+                assert t.get_extra_info("peername") == sock.getpeername()
+                # asyncio sets TCP_NODELAY on every TCP transport (3.7+).
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+                assert t.get_extra_info("no-such-key") is None
+                assert t.get_extra_info("no-such-key", "dflt") == "dflt"
+                assert t.get_extra_info("sslcontext") is None
+                assert t.is_closing() is False
+                assert t.is_reading() is True
+                assert t.can_write_eof() is True
+            assert tr.get_extra_info("peername") == (HOST, port)
+            assert str_.get_extra_info("sockname") == (HOST, port)
+            assert tr.get_extra_info("sockname") == str_.get_extra_info("peername")
+            assert tr.get_protocol() is client
+            assert str_.get_protocol() is sproto
+
+    run(any_loop, main())
+
+
+def test_connection_made_before_create_connection_returns(any_loop):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, client, sproto, _server):
+            assert client.made.done()
+            assert client.made.result() is tr
+            assert client.events == ["made"]
+            assert sproto.events == ["made"]
+
+    run(any_loop, main())
+
+
+def test_set_protocol_redirects_callbacks(any_loop):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, first, sproto, _server):
+            second = Recorder(any_loop)
+            tr.set_protocol(second)
+            assert tr.get_protocol() is second
+            sproto.transport.write(b"to the second protocol")
+            sproto.transport.close()
+            assert await second.lost is None
+            assert first.events == ["made"]
+            assert first.data == b""
+            # set_protocol does not call connection_made on the new protocol.
+            assert second.events == ["data", "eof", "lost"]
+            assert second.data == b"to the second protocol"
+
+    run(any_loop, main())
+
+
+# --- callback order -----------------------------------------------------------
+
+
+def test_client_close_callback_order(any_loop, handler_calls):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, client, sproto, _server):
+            tr.write(b"hello")
+            await wait_until(lambda: sproto.data == b"hello")
+            tr.close()
+            assert tr.is_closing()
+            assert client.events == ["made"]  # connection_lost comes later
+            assert await client.lost is None
+            assert await sproto.lost is None
+            await asyncio.sleep(0.05)  # nothing more arrives
+            assert client.events == ["made", "lost"]
+            assert sproto.events == ["made", "data", "eof", "lost"]
+            assert sproto.data_types == {bytes}
+
+    run(any_loop, main())
+    assert handler_calls == []
+
+
+def test_server_close_callback_order(any_loop, handler_calls):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, client, sproto, _server):
+            sproto.transport.write(b"bye")
+            sproto.transport.close()
+            assert await sproto.lost is None
+            assert await client.lost is None
+            await asyncio.sleep(0.05)
+            assert sproto.events == ["made", "lost"]
+            assert client.events == ["made", "data", "eof", "lost"]
+            assert client.data == b"bye"
+            assert tr.is_closing()
+
+    run(any_loop, main())
+    assert handler_calls == []
+
+
+def test_close_twice_and_abort_after_close_lose_once(any_loop):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, client, _sproto, _server):
+            tr.close()
+            tr.close()
+            tr.abort()
+            assert await client.lost is None
+            await asyncio.sleep(0.05)
+            tr.close()
+            tr.abort()
+            await asyncio.sleep(0.02)
+            assert client.events == ["made", "lost"]
+
+    run(any_loop, main())
+
+
+def test_abort_gives_connection_lost_none_and_drops_the_buffer(any_loop):
+    payload = pattern(32 * MB)
+
+    async def main():
+        async with raw_peer(any_loop, lambda: Recorder(any_loop)) as (tr, client, peer):
+            tr.write(payload)  # the peer does not read: most of it stays buffered
+            assert tr.get_write_buffer_size() > 0
+            tr.abort()
+            assert tr.is_closing()
+            assert tr.get_write_buffer_size() == 0
+            assert await client.lost is None
+            assert client.events == ["made", "lost"]
+            got = await recv_until_eof(any_loop, peer)
+            assert len(got) < len(payload)
+            assert payload.startswith(got)
+
+    run(any_loop, main())
+
+
+def test_close_flushes_the_buffer_before_connection_lost(any_loop):
+    payload = pattern(16 * MB, seed=1)
+
+    async def main():
+        async with raw_peer(any_loop, lambda: Recorder(any_loop)) as (tr, client, peer):
+            tr.write(payload)
+            assert tr.get_write_buffer_size() > 0
+            tr.close()
+            assert tr.is_closing()
+            await asyncio.sleep(0.05)
+            assert not client.lost.done()  # still flushing: the peer has not read
+            got = await recv_until_eof(any_loop, peer)
+            assert got == payload
+            assert await client.lost is None
+            assert client.events == ["made", "lost"]
+
+    run(any_loop, main())
+
+
+def test_peer_reset_gives_connection_reset_error(any_loop, handler_calls):
+    async def main():
+        async with raw_peer(any_loop, lambda: Recorder(any_loop)) as (tr, client, peer):
+            reset_close(peer)
+            exc = await client.lost
+            assert isinstance(exc, ConnectionResetError)
+            assert client.events == ["made", "lost"]
+            assert tr.is_closing()
+
+    run(any_loop, main())
+    # An OSError on the socket is not reported to the exception handler.
+    assert handler_calls == []
+
+
+def test_peer_reset_during_a_large_write(any_loop, handler_calls):
+    async def main():
+        async with raw_peer(any_loop, lambda: Recorder(any_loop)) as (tr, client, peer):
+            payload = pattern(50 * MB, seed=2)
+            tr.write(payload)
+            got = await recv_exactly(any_loop, peer, 1 * MB)
+            assert got == payload[: 1 * MB]
+            reset_close(peer)
+            exc = await client.lost
+            assert isinstance(exc, OSError), exc
+            assert client.events == ["made", "lost"]
+            assert tr.is_closing()
+            assert tr.get_write_buffer_size() == 0
+            tr.write(b"into the void")  # ignored, no exception
+            return True
+
+    assert run(any_loop, main()) is True
+    # The loop keeps running.
+    assert any_loop.run_until_complete(asyncio.sleep(0.01, "alive")) == "alive"
+    assert handler_calls == []
+
+
+def test_eof_with_nothing_else_from_a_raw_peer(any_loop):
+    async def main():
+        async with raw_peer(any_loop, lambda: Recorder(any_loop)) as (_tr, client, peer):
+            peer.sendall(b"last words")
+            peer.shutdown(socket.SHUT_WR)
+            assert await client.lost is None
+            assert client.events == ["made", "data", "eof", "lost"]
+            assert client.data == b"last words"
+            # eof_received returned None: the transport closed itself and
+            # the peer sees our EOF.
+            assert await recv_until_eof(any_loop, peer) == b""
+
+    run(any_loop, main())
+
+
+# --- write --------------------------------------------------------------------
+
+
+def test_small_write_is_sent_at_once(any_loop):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, _client, sproto, _server):
+            tr.write(b"immediate")
+            assert tr.get_write_buffer_size() == 0
+            await wait_until(lambda: sproto.data == b"immediate")
+
+    run(any_loop, main())
+
+
+def test_write_accepts_bytes_like_objects_in_order(any_loop):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, _client, sproto, _server):
+            big = pattern(3 * MB, seed=3)
+            parts = [
+                b"bytes|",
+                bytearray(b"bytearray|"),
+                memoryview(b"memoryview|"),
+                memoryview(b"xxsliced|xx")[2:-2],
+                b"",
+                big,
+                bytearray(b"|after-big"),
+            ]
+            expected = b"".join(bytes(p) for p in parts)
+            for p in parts:
+                tr.write(p)
+            tr.writelines(
+                [b"L1|", bytearray(b"L2|"), memoryview(b"L3|"), memoryview(b"-L4|-")[1:-1]]
+            )
+            tr.writelines([])
+            expected += b"L1|L2|L3|L4|"
+            tr.write_eof()
+            await sproto.eof
+            assert bytes(sproto.data) == expected
+
+    run(any_loop, main())
+
+
+def test_write_after_close_is_ignored(any_loop, handler_calls):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, client, sproto, _server):
+            tr.write(b"before")
+            tr.close()
+            tr.write(b"after close")  # silently dropped
+            assert await client.lost is None
+            tr.write(b"after connection_lost")
+            await sproto.lost
+            assert sproto.data == b"before"
+            assert client.events == ["made", "lost"]
+
+    run(any_loop, main())
+    assert handler_calls == []
+
+
+def test_write_after_write_eof_raises(any_loop):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, _client, sproto, _server):
+            tr.write(b"x")
+            tr.write_eof()
+            tr.write_eof()  # a second write_eof is a no-op
+            with pytest.raises(RuntimeError, match=r"Cannot call write\(\) after write_eof\(\)"):
+                tr.write(b"y")
+            with pytest.raises(RuntimeError, match=r"after write_eof\(\)"):
+                tr.writelines([b"y"])
+            await sproto.eof
+            assert sproto.data == b"x"
+            assert not tr.is_closing()
+
+    run(any_loop, main())
+
+
+@pytest.mark.parametrize(
+    "obj, type_name",
+    [("text", "str"), (12, "int"), (None, "NoneType"), ([b"a"], "list")],
+)
+def test_write_non_bytes_raises_type_error(any_loop, obj, type_name):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, _client, sproto, _server):
+            message = f"data argument must be a bytes-like object, not '{type_name}'"
+            with pytest.raises(TypeError) as info:
+                tr.write(obj)
+            assert str(info.value) == message
+            with pytest.raises(TypeError):
+                tr.writelines(["text"])
+            assert not tr.is_closing()
+            tr.write(b"still usable")
+            await wait_until(lambda: sproto.data == b"still usable")
+
+    run(any_loop, main())
+
+
+def test_write_eof_flushes_the_buffer_first(any_loop):
+    payload = pattern(8 * MB, seed=4)
+
+    async def main():
+        async with raw_peer(any_loop, lambda: Recorder(any_loop)) as (tr, _client, peer):
+            tr.write(payload)
+            assert tr.get_write_buffer_size() > 0
+            tr.write_eof()
+            assert not tr.is_closing()
+            got = await recv_until_eof(any_loop, peer)
+            assert got == payload
+            await wait_until(lambda: tr.get_write_buffer_size() == 0)
+
+    run(any_loop, main())
+
+
+# --- half-close ---------------------------------------------------------------
+
+
+def test_client_write_eof_server_keeps_open_and_replies(any_loop):
+    async def main():
+        async with tcp_pair(
+            any_loop, server_factory=lambda: Recorder(any_loop, keep_open=True)
+        ) as (
+            tr,
+            client,
+            sproto,
+            _server,
+        ):
+            tr.write(b"question")
+            tr.write_eof()
+            await sproto.eof
+            assert sproto.data == b"question"
+            stransport = sproto.transport
+            assert not stransport.is_closing()
+            stransport.write(b"answer")
+            await wait_until(lambda: client.data == b"answer")
+            assert client.events == ["made", "data"]
+            stransport.close()
+            assert await sproto.lost is None
+            assert await client.lost is None
+            assert sproto.events == ["made", "data", "eof", "lost"]
+            assert client.events == ["made", "data", "eof", "lost"]
+
+    run(any_loop, main())
+
+
+@pytest.mark.parametrize("keep_open", [None, False])
+def test_eof_received_false_closes_the_transport(any_loop, keep_open):
+    async def main():
+        async with tcp_pair(
+            any_loop, server_factory=lambda: Recorder(any_loop, keep_open=keep_open)
+        ) as (tr, client, sproto, _server):
+            tr.write_eof()
+            assert await sproto.lost is None
+            assert sproto.events == ["made", "eof", "lost"]
+            assert sproto.transport.is_closing()
+            assert await client.lost is None
+            assert client.events == ["made", "eof", "lost"]
+
+    run(any_loop, main())
+
+
+def test_server_write_eof_client_keeps_open_and_replies(any_loop):
+    async def main():
+        async with tcp_pair(
+            any_loop, client_factory=lambda: Recorder(any_loop, keep_open=True)
+        ) as (
+            tr,
+            client,
+            sproto,
+            _server,
+        ):
+            sproto.transport.write(b"from server")
+            sproto.transport.write_eof()
+            await client.eof
+            assert client.data == b"from server"
+            assert not tr.is_closing()
+            tr.write(b"from client after eof")
+            await wait_until(lambda: sproto.data == b"from client after eof")
+            tr.close()
+            assert await client.lost is None
+            assert await sproto.lost is None
+            assert client.events == ["made", "data", "eof", "lost"]
+            assert sproto.events == ["made", "data", "eof", "lost"]
+
+    run(any_loop, main())
+
+
+# --- flow control: writing ----------------------------------------------------
+
+
+class FlowClient(Recorder):
+    def __init__(self, loop):
+        super().__init__(loop)
+        self.flow = []
+        self.can_write = asyncio.Event()
+        self.can_write.set()
+
+    def pause_writing(self):
+        self.flow.append(("pause", self.transport.get_write_buffer_size()))
+        self.can_write.clear()
+
+    def resume_writing(self):
+        self.flow.append(("resume", self.transport.get_write_buffer_size()))
+        self.can_write.set()
+
+
+class SlowHashingServer(asyncio.Protocol):
+    """Starts with reading paused, resumes after a while; hashes what it gets."""
+
+    def __init__(self, loop, pause_for=0.2):
+        self.loop = loop
+        self.pause_for = pause_for
+        self.hash = hashlib.sha256()
+        self.count = 0
+        self.transport = None
+        self.eof = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.pause_reading()
+        self.loop.call_later(self.pause_for, transport.resume_reading)
+
+    def data_received(self, data):
+        self.hash.update(data)
+        self.count += len(data)
+
+    def eof_received(self):
+        self.eof.set_result(None)
+
+
+def test_pause_and_resume_writing_with_a_slow_reader(any_loop):
+    chunk_size = 256 * 1024
+    chunks = 200  # 50 MiB
+    base = pattern(chunk_size + 256, seed=5)
+    expected = hashlib.sha256()
+    for i in range(chunks):
+        expected.update(base[i % 256 : i % 256 + chunk_size])
+
+    async def main():
+        async with tcp_pair(
+            any_loop,
+            client_factory=lambda: FlowClient(any_loop),
+            server_factory=lambda: SlowHashingServer(any_loop),
+        ) as (tr, client, sproto, _server):
+            low, high = tr.get_write_buffer_limits()
+            for i in range(chunks):
+                await client.can_write.wait()
+                tr.write(base[i % 256 : i % 256 + chunk_size])
+            tr.write_eof()
+            await sproto.eof
+            assert sproto.count == chunks * chunk_size
+            assert sproto.hash.hexdigest() == expected.hexdigest()
+            await wait_until(lambda: tr.get_write_buffer_size() == 0)
+            return low, high, client.flow
+
+    low, high, flow = run(any_loop, main(), timeout=30)
+    assert flow, "pause_writing was never called"
+    kinds = [kind for kind, _ in flow]
+    assert kinds == ["pause", "resume"] * (len(kinds) // 2)
+    for kind, size in flow:
+        if kind == "pause":
+            assert size > high
+        else:
+            assert size <= low
+
+
+def test_write_buffer_limits(any_loop):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, _client, _sproto, _server):
+            low, high = tr.get_write_buffer_limits()
+            assert 0 <= low <= high
+            tr.set_write_buffer_limits(high=10_000, low=2_000)
+            assert tr.get_write_buffer_limits() == (2_000, 10_000)
+            tr.set_write_buffer_limits(high=8_000)
+            low, high = tr.get_write_buffer_limits()
+            assert high == 8_000 and 0 <= low <= 8_000
+            tr.set_write_buffer_limits(low=1_000)
+            low, high = tr.get_write_buffer_limits()
+            assert low == 1_000 and high >= 1_000
+            tr.set_write_buffer_limits(high=0)
+            assert tr.get_write_buffer_limits() == (0, 0)
+            tr.set_write_buffer_limits(high=300, low=100)
+            for bad in (
+                {"high": 100, "low": 200},
+                {"high": -1},
+                {"low": -1},
+                {"high": 5, "low": -1},
+            ):
+                with pytest.raises(ValueError):
+                    tr.set_write_buffer_limits(**bad)
+            assert tr.get_write_buffer_limits() == (100, 300)
+            assert tr.get_write_buffer_size() == 0
+
+    run(any_loop, main())
+
+
+def test_high_water_zero_pauses_on_any_buffered_data(any_loop):
+    payload = pattern(8 * MB, seed=6)
+
+    async def main():
+        async with raw_peer(any_loop, lambda: FlowClient(any_loop)) as (tr, client, peer):
+            tr.set_write_buffer_limits(0)
+            tr.write(b"small")  # sent at once: nothing buffered, no pause
+            assert client.flow == []
+            tr.write(payload)
+            buffered = tr.get_write_buffer_size()
+            assert buffered > 0
+            assert client.flow == [("pause", buffered)]
+            got = await recv_exactly(any_loop, peer, len(payload) + 5)
+            assert got == b"small" + payload
+            await wait_until(lambda: len(client.flow) == 2)
+            # low is 0: resume_writing only once the buffer is empty
+            assert client.flow[1] == ("resume", 0)
+
+    run(any_loop, main())
+
+
+def test_lowering_the_limits_below_the_buffer_pauses_at_once(any_loop):
+    payload = pattern(16 * MB, seed=7)
+
+    async def main():
+        async with raw_peer(any_loop, lambda: FlowClient(any_loop)) as (tr, client, peer):
+            tr.set_write_buffer_limits(high=64 * MB)
+            tr.write(payload)
+            buffered = tr.get_write_buffer_size()
+            assert 0 < buffered < 64 * MB
+            assert client.flow == []
+            tr.set_write_buffer_limits(high=1024, low=512)
+            assert [kind for kind, _ in client.flow] == ["pause"]
+            got = await recv_exactly(any_loop, peer, len(payload))
+            assert got == payload
+            await wait_until(lambda: len(client.flow) == 2)
+            assert client.flow[1][0] == "resume"
+            assert client.flow[1][1] <= 512
+
+    run(any_loop, main())
+
+
+def test_get_write_buffer_size_tracks_what_is_unsent(any_loop):
+    payload = pattern(16 * MB, seed=8)
+
+    async def main():
+        async with raw_peer(any_loop, lambda: Recorder(any_loop)) as (tr, _client, peer):
+            assert tr.get_write_buffer_size() == 0
+            tr.set_write_buffer_limits(high=64 * MB)
+            tr.write(payload)
+            first = tr.get_write_buffer_size()
+            assert 0 < first <= len(payload)
+            tr.write(b"tail")
+            assert tr.get_write_buffer_size() == first + 4
+            got = await recv_exactly(any_loop, peer, len(payload) + 4)
+            assert got == payload + b"tail"
+            await wait_until(lambda: tr.get_write_buffer_size() == 0)
+
+    run(any_loop, main())
+
+
+# --- flow control: reading ----------------------------------------------------
+
+
+def test_pause_and_resume_reading(any_loop):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, _client, sproto, _server):
+            stransport = sproto.transport
+            assert stransport.is_reading()
+            stransport.pause_reading()
+            stransport.pause_reading()  # idempotent
+            assert not stransport.is_reading()
+            tr.write(b"while paused")
+            tr.write_eof()
+            await asyncio.sleep(0.2)
+            assert sproto.events == ["made"]  # neither data nor eof while paused
+            stransport.resume_reading()
+            assert stransport.is_reading()
+            stransport.resume_reading()  # idempotent
+            await sproto.eof
+            assert sproto.data == b"while paused"
+            assert await sproto.lost is None
+            assert sproto.events == ["made", "data", "eof", "lost"]
+            assert not stransport.is_reading()  # closed
+            stransport.pause_reading()  # no-op on a closed transport
+            stransport.resume_reading()
+            assert not stransport.is_reading()
+
+    run(any_loop, main())
+
+
+def test_pause_reading_throttles_a_large_transfer(any_loop):
+    payload = pattern(8 * MB, seed=9)
+
+    async def main():
+        async with tcp_pair(any_loop) as (tr, _client, sproto, _server):
+            stransport = sproto.transport
+            tr.write(payload)
+            for _ in range(5):
+                await wait_until(lambda: len(sproto.data) > 0)
+                stransport.pause_reading()
+                seen = len(sproto.data)
+                await asyncio.sleep(0.03)
+                assert len(sproto.data) == seen
+                stransport.resume_reading()
+                await asyncio.sleep(0)
+            await wait_until(lambda: len(sproto.data) == len(payload))
+            assert sproto.data == payload
+
+    run(any_loop, main())
+
+
+# --- BufferedProtocol ---------------------------------------------------------
+
+
+class BufferedRecorder(asyncio.BufferedProtocol):
+    def __init__(self, loop, size=64 * 1024, use_memoryview=False):
+        self.loop = loop
+        self.buffer = bytearray(size)
+        self.use_memoryview = use_memoryview
+        self.hash = hashlib.sha256()
+        self.count = 0
+        self.events = []
+        self.bad_sizes = []
+        self.transport = None
+        self.eof = loop.create_future()
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.events.append("made")
+
+    def get_buffer(self, sizehint):
+        assert isinstance(sizehint, int)
+        if not self.events or self.events[-1] != "data":
+            self.events.append("data")
+        return memoryview(self.buffer) if self.use_memoryview else self.buffer
+
+    def buffer_updated(self, nbytes):
+        if not 0 < nbytes <= len(self.buffer):
+            self.bad_sizes.append(nbytes)
+        self.hash.update(self.buffer[:nbytes])
+        self.count += nbytes
+
+    def eof_received(self):
+        self.events.append("eof")
+        self.eof.set_result(None)
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost.set_result(exc)
+
+
+@pytest.mark.parametrize("size, use_memoryview", [(64 * 1024, False), (1000, True)])
+def test_buffered_protocol_receives_a_large_transfer(any_loop, size, use_memoryview):
+    payload = pattern(20 * MB if size > 1000 else 2 * MB, seed=10)
+
+    async def main():
+        async with tcp_pair(
+            any_loop, client_factory=lambda: BufferedRecorder(any_loop, size, use_memoryview)
+        ) as (_tr, client, sproto, _server):
+            sproto.transport.write(payload)
+            sproto.transport.close()
+            assert await client.lost is None
+            return client
+
+    client = run(any_loop, main(), timeout=20)
+    assert client.bad_sizes == []
+    assert client.count == len(payload)
+    assert client.hash.hexdigest() == hashlib.sha256(payload).hexdigest()
+    assert client.events == ["made", "data", "eof", "lost"]
+
+
+def test_buffered_protocol_on_the_server_side(any_loop):
+    payload = pattern(10 * MB, seed=11)
+
+    async def main():
+        async with tcp_pair(any_loop, server_factory=lambda: BufferedRecorder(any_loop)) as (
+            tr,
+            _client,
+            sproto,
+            _server,
+        ):
+            assert isinstance(sproto, asyncio.BufferedProtocol)
+            tr.write(payload)
+            tr.write_eof()
+            await sproto.eof
+            return sproto
+
+    sproto = run(any_loop, main(), timeout=20)
+    assert sproto.count == len(payload)
+    assert sproto.hash.hexdigest() == hashlib.sha256(payload).hexdigest()
+
+
+class FailingBuffered(BufferedRecorder):
+    def __init__(self, loop, mode):
+        super().__init__(loop)
+        self.mode = mode
+        self.error = None
+
+    def get_buffer(self, sizehint):
+        if self.mode == "empty":
+            return bytearray()
+        if self.mode == "raise":
+            self.error = ValueError("no buffer for you")
+            raise self.error
+        return super().get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes):
+        if self.mode == "updated":
+            self.error = KeyError("bad update")
+            raise self.error
+        super().buffer_updated(nbytes)
+
+
+@pytest.mark.parametrize(
+    "mode, message",
+    [
+        ("empty", "Fatal error: protocol.get_buffer() call failed."),
+        ("raise", "Fatal error: protocol.get_buffer() call failed."),
+        ("updated", "Fatal error: protocol.buffer_updated() call failed."),
+    ],
+)
+def test_buffered_protocol_errors_close_the_transport(any_loop, handler_calls, mode, message):
+    async def main():
+        async with tcp_pair(any_loop, server_factory=lambda: FailingBuffered(any_loop, mode)) as (
+            tr,
+            client,
+            sproto,
+            _server,
+        ):
+            tr.write(b"trigger a read")
+            lost_exc = await sproto.lost
+            assert sproto.transport.is_closing()
+            # The peer sees the connection go away: a RST rather than a FIN
+            # when the data that triggered the failure was never read.
+            peer_exc = await client.lost
+            assert peer_exc is None or isinstance(peer_exc, ConnectionResetError)
+            return lost_exc, sproto
+
+    lost_exc, sproto = run(any_loop, main())
+    assert len(handler_calls) == 1
+    context = handler_calls[0]
+    assert context["message"] == message
+    if mode == "empty":
+        assert type(context["exception"]) is RuntimeError
+        assert str(context["exception"]) == "get_buffer() returned an empty buffer"
+    else:
+        assert context["exception"] is sproto.error
+    assert context["transport"] is sproto.transport
+    assert context["protocol"] is sproto
+    assert lost_exc is context["exception"]
+    # The loop keeps running.
+    assert any_loop.run_until_complete(asyncio.sleep(0, "alive")) == "alive"
+
+
+def test_set_protocol_switches_to_a_buffered_protocol(any_loop):
+    payload = pattern(4 * MB, seed=12)
+
+    class Switcher(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            self.transport.set_protocol(self.next)
+
+    async def main():
+        buffered = BufferedRecorder(any_loop)
+
+        def factory():
+            proto = Switcher(any_loop)
+            proto.next = buffered
+            return proto
+
+        async with tcp_pair(any_loop, client_factory=factory) as (_tr, client, sproto, _server):
+            sproto.transport.write(b"first")
+            await wait_until(lambda: client.data)
+            sproto.transport.write(payload)
+            sproto.transport.close()
+            await buffered.lost
+            return client, buffered
+
+    client, buffered = run(any_loop, main())
+    first = bytes(client.data)
+    assert first == b"first"
+    assert buffered.count == len(payload)
+    assert buffered.hash.hexdigest() == hashlib.sha256(payload).hexdigest()
+    assert buffered.events == ["data", "eof", "lost"]
+
+
+# --- exceptions in protocol callbacks -----------------------------------------
+
+
+class Raising(Recorder):
+    def __init__(self, loop, where):
+        super().__init__(loop)
+        self.where = where
+        self.error = None
+
+    def data_received(self, data):
+        super().data_received(data)
+        if self.where == "data":
+            self.error = ZeroDivisionError("in data_received")
+            raise self.error
+
+    def eof_received(self):
+        super().eof_received()
+        if self.where == "eof":
+            self.error = LookupError("in eof_received")
+            raise self.error
+
+
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("data", "Fatal error: protocol.data_received() call failed."),
+        ("eof", "Fatal error: protocol.eof_received() call failed."),
+    ],
+)
+def test_exception_in_protocol_callback_goes_to_the_handler(
+    any_loop, handler_calls, where, message
+):
+    async def main():
+        async with tcp_pair(any_loop, server_factory=lambda: Raising(any_loop, where)) as (
+            tr,
+            client,
+            sproto,
+            _server,
+        ):
+            tr.write(b"payload")
+            if where == "eof":
+                tr.write_eof()
+            lost_exc = await sproto.lost
+            assert sproto.transport.is_closing()
+            assert await client.lost is None  # the server side closed
+            return lost_exc, sproto
+
+    lost_exc, sproto = run(any_loop, main())
+    assert len(handler_calls) == 1
+    context = handler_calls[0]
+    assert context["message"] == message
+    assert context["exception"] is sproto.error
+    assert context["transport"] is sproto.transport
+    assert context["protocol"] is sproto
+    assert lost_exc is sproto.error
+    assert sproto.events[-1] == "lost"
+    assert sproto.events.count("lost") == 1
+    assert any_loop.run_until_complete(asyncio.sleep(0, "alive")) == "alive"
+
+
+def test_exception_in_connection_lost_still_releases_the_socket(any_loop, handler_calls):
+    class BadLost(Recorder):
+        def connection_lost(self, exc):
+            super().connection_lost(exc)
+            raise RuntimeError("in connection_lost")
+
+    async def main():
+        async with tcp_pair(any_loop, client_factory=lambda: BadLost(any_loop)) as (
+            tr,
+            client,
+            sproto,
+            _server,
+        ):
+            fd = tr.get_extra_info("socket").fileno()
+            tr.close()
+            await client.lost
+            await sproto.lost  # the socket was closed: the peer got EOF
+            await asyncio.sleep(0.01)
+            return fd
+
+    fd = run(any_loop, main())
+    assert [str(c.get("exception")) for c in handler_calls] == ["in connection_lost"]
+    assert fd >= 0
+
+
+# --- connect_accepted_socket and create_connection(sock=) ----------------------
+
+
+def test_connect_accepted_socket(any_loop):
+    async def main():
+        listener = socket.socket()
+        listener.bind((HOST, 0))
+        listener.listen()
+        raw_client = socket.create_connection(listener.getsockname())
+        conn, addr = listener.accept()
+        listener.close()
+        raw_client.setblocking(False)
+        try:
+            tr, proto = await any_loop.connect_accepted_socket(lambda: Recorder(any_loop), conn)
+            assert isinstance(tr, asyncio.Transport)
+            assert proto.events == ["made"]
+            assert tr.get_extra_info("peername") == addr
+            assert tr.get_extra_info("peername") == raw_client.getsockname()
+            assert conn.gettimeout() == 0  # made non-blocking
+            await any_loop.sock_sendall(raw_client, b"ping")
+            await wait_until(lambda: proto.data == b"ping")
+            tr.write(b"pong")
+            tr.close()
+            assert await recv_until_eof(any_loop, raw_client) == b"pong"
+            assert await proto.lost is None
+            assert proto.events == ["made", "data", "lost"]
+        finally:
+            raw_client.close()
+
+    run(any_loop, main())
+
+
+def test_connect_accepted_socket_refuses_a_datagram_socket(any_loop):
+    async def main():
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock,
+            pytest.raises(ValueError, match="A Stream Socket was expected"),
+        ):
+            await any_loop.connect_accepted_socket(asyncio.Protocol, sock)
+
+    run(any_loop, main())
+
+
+def test_create_connection_with_sock(any_loop):
+    async def main():
+        server_protocols = []
+
+        def factory():
+            server_protocols.append(Recorder(any_loop))
+            return server_protocols[-1]
+
+        server = await any_loop.create_server(factory, HOST, 0)
+        sock = socket.create_connection(server.sockets[0].getsockname())
+        try:
+            tr, proto = await any_loop.create_connection(lambda: Recorder(any_loop), sock=sock)
+            assert sock.gettimeout() == 0
+            assert tr.get_extra_info("sockname") == sock.getsockname()
+            tr.write(b"via sock=")
+            tr.close()
+            await wait_until(lambda: server_protocols and server_protocols[0].lost.done())
+            assert server_protocols[0].data == b"via sock="
+            assert await proto.lost is None
+        finally:
+            sock.close()
+            server.close()
+            await server.wait_closed()
+
+    run(any_loop, main())
+
+
+def test_create_connection_to_a_closed_port_is_refused(any_loop):
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port = s.getsockname()[1]
+
+    async def main():
+        with pytest.raises(ConnectionRefusedError):
+            await any_loop.create_connection(asyncio.Protocol, HOST, port)
+
+    run(any_loop, main())
+
+
+# --- resources ----------------------------------------------------------------
+
+
+class CloseOnReply(asyncio.Protocol):
+    def __init__(self, loop):
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.write(b"ping")
+
+    def data_received(self, data):
+        self.transport.close()
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+class EchoThenLose(asyncio.Protocol):
+    def __init__(self, loop, lost_list, close_first=False):
+        self.lost = loop.create_future()
+        lost_list.append(self.lost)
+        self.close_first = close_first
+
+    def connection_made(self, transport):
+        self.transport = transport
+        if self.close_first:
+            transport.write(b"bye")
+            transport.close()
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+class WaitForEof(asyncio.Protocol):
+    def __init__(self, loop):
+        self.lost = loop.create_future()
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+@pytest.mark.parametrize("who_closes", ["client", "server"])
+def test_a_thousand_connections_leak_no_fd(any_loop, handler_calls, who_closes):
+    async def main():
+        gc.collect()
+        before = open_fd_count()
+        server_lost = []
+        server = await any_loop.create_server(
+            lambda: EchoThenLose(any_loop, server_lost, close_first=who_closes == "server"),
+            HOST,
+            0,
+        )
+        port = server.sockets[0].getsockname()[1]
+        client_factory = (
+            (lambda: CloseOnReply(any_loop))
+            if who_closes == "client"
+            else (lambda: WaitForEof(any_loop))
+        )
+        for _ in range(20):
+            pairs = await asyncio.gather(
+                *(any_loop.create_connection(client_factory, HOST, port) for _ in range(50))
+            )
+            results = await asyncio.gather(*(proto.lost for _, proto in pairs))
+            assert results == [None] * 50
+            del pairs
+        await wait_until(lambda: len(server_lost) == 1000 and all(f.done() for f in server_lost))
+        assert all(f.result() is None for f in server_lost)
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.01)
+        gc.collect()
+        return before, open_fd_count()
+
+    before, after = run(any_loop, main(), timeout=60)
+    assert after == before
+    assert handler_calls == []
+
+
+def test_unclosed_transport_resource_warning(any_loop):
+    async def open_and_drop():
+        server_protocols = []
+
+        def factory():
+            server_protocols.append(Recorder(any_loop))
+            return server_protocols[-1]
+
+        server = await any_loop.create_server(factory, HOST, 0)
+        tr, _ = await any_loop.create_connection(asyncio.Protocol, *server.sockets[0].getsockname())
+        # Paused, the loop holds no reference to the transport; the plain
+        # asyncio.Protocol keeps none either.
+        tr.pause_reading()
+        ref = weakref.ref(tr)
+        del tr
+        await wait_until(lambda: server_protocols)
+        return server, server_protocols[0], ref
+
+    server, sproto, ref = run(any_loop, open_and_drop())
+    with pytest.warns(ResourceWarning, match="unclosed transport"):
+        gc.collect()
+    assert ref() is None
+
+    async def peer_sees_the_close():
+        try:
+            await sproto.lost
+            assert sproto.events[-2:] == ["eof", "lost"]
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(any_loop, peer_sees_the_close())
+
+
+def test_closed_transport_gives_no_resource_warning(any_loop):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, client, _sproto, _server):
+            tr.close()
+            await client.lost
+            return weakref.ref(tr)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ref = run(any_loop, main())
+        gc.collect()
+    assert ref() is None
+    assert [w for w in caught if "unclosed transport" in str(w.message)] == []
+
+
+def test_repr_never_fails(any_loop):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, client, sproto, server):
+            reprs = [repr(tr), repr(sproto.transport), repr(server)]
+            tr.write(pattern(8 * MB))
+            reprs.append(repr(tr))
+            sproto.transport.pause_reading()
+            reprs.append(repr(sproto.transport))
+            tr.close()
+            reprs.append(repr(tr))
+            tr.abort()
+            await client.lost
+            reprs.append(repr(tr))
+            return tr, reprs
+
+    tr, reprs = run(any_loop, main())
+    any_loop.close()
+    reprs.append(repr(tr))
+    for r in reprs:
+        assert isinstance(r, str) and r
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc/self/fd")
+def test_transport_fd_is_released_on_connection_lost(any_loop):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, client, _sproto, _server):
+            fd = tr.get_extra_info("socket").fileno()
+            assert os.path.exists(f"/proc/self/fd/{fd}")
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            tr.close()
+            await client.lost
+            gone = (
+                not os.path.exists(f"/proc/self/fd/{fd}")
+                or os.readlink(f"/proc/self/fd/{fd}") != target
+            )
+            return gone
+
+    assert run(any_loop, main()) is True
+
+
+# --- re-entrancy: what a protocol does inside its own callbacks ---------------
+
+
+class PausingEachRead(asyncio.Protocol):
+    """Pauses reading in every data_received and resumes a little later;
+    records any data_received that arrives while paused."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.paused = False
+        self.violations = 0
+        self.calls = 0
+        self.data = bytearray()
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        if self.paused:
+            self.violations += 1
+        self.calls += 1
+        self.data += data
+        self.paused = True
+        self.transport.pause_reading()
+        self.loop.call_later(0.001, self._resume)
+
+    def _resume(self):
+        self.paused = False
+        self.transport.resume_reading()
+
+    def eof_received(self):
+        if self.paused:
+            self.violations += 1
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+def test_pause_reading_inside_data_received_stops_delivery_at_once(any_loop):
+    payload = pattern(4 * MB, seed=13)
+
+    async def main():
+        async with tcp_pair(any_loop, server_factory=lambda: PausingEachRead(any_loop)) as (
+            tr,
+            _client,
+            sproto,
+            _server,
+        ):
+            tr.write(payload)
+            tr.write_eof()
+            assert await sproto.lost is None
+            return sproto
+
+    sproto = run(any_loop, main(), timeout=20)
+    assert sproto.violations == 0
+    assert sproto.calls > 1
+    assert sproto.data == payload
+
+
+def test_close_inside_data_received_stops_delivery(any_loop):
+    class CloseOnFirstData(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            self.transport.close()
+
+    async def main():
+        async with tcp_pair(any_loop, server_factory=lambda: CloseOnFirstData(any_loop)) as (
+            tr,
+            _client,
+            sproto,
+            _server,
+        ):
+            tr.write(b"first")
+            await wait_until(lambda: sproto.data)
+            tr.write(pattern(2 * MB))
+            tr.write_eof()
+            await sproto.lost
+            await asyncio.sleep(0.05)
+            return sproto
+
+    sproto = run(any_loop, main())
+    assert sproto.events == ["made", "data", "lost"]
+    assert sproto.data == b"first"
+
+
+def test_data_written_in_connection_made_arrives_after_the_peers_connection_made(any_loop):
+    class GreetAndClose(Recorder):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.write(b"greeting")
+            transport.close()
+
+    async def main():
+        async with tcp_pair(any_loop, server_factory=lambda: GreetAndClose(any_loop)) as (
+            _tr,
+            client,
+            sproto,
+            _server,
+        ):
+            assert await client.lost is None
+            assert await sproto.lost is None
+            return client
+
+    client = run(any_loop, main())
+    assert client.events == ["made", "data", "eof", "lost"]
+    assert client.data == b"greeting"
+
+
+@pytest.mark.parametrize("where", ["pause_writing", "resume_writing"])
+def test_exception_in_pause_or_resume_writing_goes_to_the_handler(any_loop, handler_calls, where):
+    payload = pattern(8 * MB, seed=14)
+
+    class BadFlow(FlowClient):
+        def pause_writing(self):
+            super().pause_writing()
+            if where == "pause_writing":
+                self.error = ValueError("in pause_writing")
+                raise self.error
+
+        def resume_writing(self):
+            super().resume_writing()
+            if where == "resume_writing":
+                self.error = ValueError("in resume_writing")
+                raise self.error
+
+    async def main():
+        async with raw_peer(any_loop, lambda: BadFlow(any_loop)) as (tr, client, peer):
+            tr.write(payload)
+            got = await recv_exactly(any_loop, peer, len(payload))
+            assert got == payload
+            await wait_until(lambda: len(client.flow) == 2)
+            assert not tr.is_closing()  # the transport carries on
+            tr.write(b"more")
+            assert await recv_exactly(any_loop, peer, 4) == b"more"
+            return tr, client
+
+    tr, client = run(any_loop, main())
+    assert [kind for kind, _ in client.flow] == ["pause", "resume"]
+    assert len(handler_calls) == 1
+    context = handler_calls[0]
+    assert context["message"] == f"protocol.{where}() failed"
+    assert context["exception"] is client.error
+    assert context["transport"] is tr
+    assert context["protocol"] is client
+
+
+def test_exception_in_connection_made_goes_to_the_handler(any_loop, handler_calls):
+    class BadMade(Recorder):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self.error = RuntimeError("in connection_made")
+            raise self.error
+
+    async def main():
+        async with tcp_pair(any_loop, server_factory=lambda: BadMade(any_loop)) as (
+            tr,
+            _client,
+            sproto,
+            _server,
+        ):
+            # asyncio reports the error and carries on: reading starts anyway.
+            tr.write(b"still delivered")
+            await wait_until(lambda: sproto.data == b"still delivered")
+            assert not sproto.transport.is_closing()
+            return sproto
+
+    sproto = run(any_loop, main())
+    assert [c.get("exception") for c in handler_calls] == [sproto.error]
+
+
+def test_a_transports_fd_cannot_be_watched_directly(any_loop):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, _client, sproto, _server):
+            fd = tr.get_extra_info("socket").fileno()
+            for method in (any_loop.add_reader, any_loop.add_writer):
+                with pytest.raises(RuntimeError, match="is used by transport"):
+                    method(fd, print)
+            for method in (any_loop.remove_reader, any_loop.remove_writer):
+                with pytest.raises(RuntimeError, match="is used by transport"):
+                    method(fd)
+            # the transport still works
+            tr.write(b"ok")
+            await wait_until(lambda: sproto.data == b"ok")
+
+    run(any_loop, main())
