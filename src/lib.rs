@@ -5,6 +5,7 @@
 //! contexts; `event_loop` ties them into `CoreLoop`, the base class of the
 //! Python-level `ferroloop.Loop`.
 
+pub mod datagram;
 pub mod event_loop;
 pub mod fastcall;
 pub mod handles;
@@ -24,6 +25,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<sock_api::SockWaiter>()?;
     m.add_class::<stream::StreamCore>()?;
+    m.add_class::<datagram::DatagramReader>()?;
     m.add_function(wrap_pyfunction!(sock_api::sock_recv, m)?)?;
     m.add_function(wrap_pyfunction!(sock_api::sock_recv_into, m)?)?;
     m.add_function(wrap_pyfunction!(sock_api::sock_sendall, m)?)?;

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import inspect
 import selectors
+import socket
 import warnings
-from asyncio import base_events, constants, futures, sslproto, transports, trsock
+from asyncio import base_events, constants, futures, selector_events, sslproto, transports, trsock
 from asyncio.log import logger
 
-from ._ferroloop import StreamCore
+from ._ferroloop import DatagramReader, StreamCore
 
-__all__ = ["SocketTransport", "TransportFactories"]
+__all__ = ["DatagramTransport", "SocketTransport", "TransportFactories"]
 
 # 3.13 tracks each client transport of a Server (close_clients); earlier
 # versions only count them.
@@ -245,6 +246,18 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
             waiter.set_exception(ConnectionError("Connection is closed by peer"))
 
 
+class DatagramTransport(selector_events._SelectorDatagramTransport, transports.DatagramTransport):
+    """A UDP transport: asyncio's own, with the native receive path
+    (`ferroloop._ferroloop.DatagramReader`) for IPv4 and IPv6."""
+
+    def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Registered as the fd's reader by asyncio's __init__ and
+            # resume_reading(), in place of the Python _read_ready.
+            self._read_ready = DatagramReader(self, sock.fileno())
+        super().__init__(loop, sock, protocol, address, waiter, extra)
+
+
 class TransportFactories:
     """The loop methods through which asyncio's services (create_connection,
     create_server, start_tls, ...) make their transports."""
@@ -252,6 +265,10 @@ class TransportFactories:
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         self._ensure_fd_no_transport(sock)
         return SocketTransport(self, sock, protocol, waiter, extra, server)
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        self._ensure_fd_no_transport(sock)
+        return DatagramTransport(self, sock, protocol, address, waiter, extra)
 
     def _make_ssl_transport(
         self,
