@@ -50,6 +50,27 @@ def data_file(tmp_path, content):
         yield f
 
 
+@pytest.fixture(scope="module")
+def big_content():
+    # Bigger than what loopback socket buffers can hold in flight, so that
+    # a sendfile to a peer that does not read cannot finish at once.
+    return os.urandom(1024 * 1024) * 32
+
+
+@pytest.fixture
+def big_file(tmp_path, big_content):
+    path = tmp_path / "big.bin"
+    path.write_bytes(big_content)
+    with open(path, "rb") as f:
+        yield f
+
+
+def pause_reading_for(transport, seconds):
+    # (Not from connection_made: Python 3.10 starts reading after it anyway.)
+    transport.pause_reading()
+    asyncio.get_running_loop().call_later(seconds, transport.resume_reading)
+
+
 async def wait_until(predicate, timeout=3.0):
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -60,9 +81,8 @@ async def wait_until(predicate, timeout=3.0):
 
 
 class Collector(asyncio.Protocol):
-    def __init__(self, loop, start_paused=0.0):
+    def __init__(self, loop):
         self.loop = loop
-        self.start_paused = start_paused
         self.data = bytearray()
         self.transport = None
         self.eof = loop.create_future()
@@ -70,9 +90,6 @@ class Collector(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
-        if self.start_paused:
-            transport.pause_reading()
-            self.loop.call_later(self.start_paused, transport.resume_reading)
 
     def data_received(self, data):
         self.data += data
@@ -183,14 +200,11 @@ def test_sendfile_offset_and_count(any_loop, data_file, content, offset, count):
 
 
 def test_sendfile_keeps_order_with_buffered_writes(any_loop, data_file, content):
-    head = os.urandom(8 * MB)  # buffered: the peer starts with reading paused
+    head = os.urandom(16 * MB)  # buffered: the peer starts with reading paused
 
     async def main():
-        async with tcp_pair(any_loop, server_factory=lambda: Collector(any_loop, 0.2)) as (
-            tr,
-            _client,
-            sproto,
-        ):
+        async with tcp_pair(any_loop) as (tr, _client, sproto):
+            pause_reading_for(sproto.transport, 0.2)
             tr.write(head)
             assert tr.get_write_buffer_size() > 0
             sent = await any_loop.sendfile(tr, data_file)
@@ -236,13 +250,12 @@ def test_sendfile_leaves_a_paused_transport_paused(any_loop, data_file, content)
     run(any_loop, main())
 
 
-def test_write_during_sendfile_raises(any_loop, data_file, content):
+def test_write_during_sendfile_raises(any_loop, big_file, big_content):
+    data_file, content = big_file, big_content
+
     async def main():
-        async with tcp_pair(any_loop, server_factory=lambda: Collector(any_loop, 0.2)) as (
-            tr,
-            _client,
-            sproto,
-        ):
+        async with tcp_pair(any_loop) as (tr, _client, sproto):
+            pause_reading_for(sproto.transport, 0.2)
             # a big file and a peer that is not reading yet: sendfile takes a while
             task = asyncio.ensure_future(any_loop.sendfile(tr, data_file))
             await asyncio.sleep(0.02)
@@ -257,13 +270,12 @@ def test_write_during_sendfile_raises(any_loop, data_file, content):
     assert run(any_loop, main()) == content + b"after"
 
 
-def test_cancelled_sendfile_leaves_the_transport_usable(any_loop, data_file, content):
+def test_cancelled_sendfile_leaves_the_transport_usable(any_loop, big_file, big_content):
+    data_file, content = big_file, big_content
+
     async def main():
-        async with tcp_pair(any_loop, server_factory=lambda: Collector(any_loop, 0.3)) as (
-            tr,
-            _client,
-            sproto,
-        ):
+        async with tcp_pair(any_loop) as (tr, _client, sproto):
+            pause_reading_for(sproto.transport, 0.3)
             task = asyncio.ensure_future(any_loop.sendfile(tr, data_file))
             await asyncio.sleep(0.05)
             assert not task.done()
@@ -283,13 +295,10 @@ def test_cancelled_sendfile_leaves_the_transport_usable(any_loop, data_file, con
     assert content.startswith(sent_part)
 
 
-def test_sendfile_when_the_peer_resets(any_loop, tmp_path, handler_calls):
-    # Bigger than what the kernel's socket buffers can hold in flight.
-    big = tmp_path / "big.bin"
-    big.write_bytes(os.urandom(1024) * 32 * 1024)  # 32 MiB
+def test_sendfile_when_the_peer_resets(any_loop, big_file, handler_calls):
+    data_file = big_file
 
     async def main():
-        data_file = open(big, "rb")  # noqa: ASYNC230, SIM115
         listener = socket.socket()
         listener.bind((HOST, 0))
         listener.listen()
@@ -316,7 +325,6 @@ def test_sendfile_when_the_peer_resets(any_loop, tmp_path, handler_calls):
             tr.close()
             assert 0 < data_file.tell() < 32 * MB
         finally:
-            data_file.close()
             if conn is not None:
                 conn.close()
             listener.close()

@@ -596,12 +596,11 @@ class FlowClient(Recorder):
         self.can_write.set()
 
 
-class SlowHashingServer(asyncio.Protocol):
-    """Starts with reading paused, resumes after a while; hashes what it gets."""
+class HashingServer(asyncio.Protocol):
+    """Hashes what it gets."""
 
-    def __init__(self, loop, pause_for=0.2):
+    def __init__(self, loop):
         self.loop = loop
-        self.pause_for = pause_for
         self.hash = hashlib.sha256()
         self.count = 0
         self.transport = None
@@ -609,8 +608,6 @@ class SlowHashingServer(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
-        transport.pause_reading()
-        self.loop.call_later(self.pause_for, transport.resume_reading)
 
     def data_received(self, data):
         self.hash.update(data)
@@ -632,8 +629,11 @@ def test_pause_and_resume_writing_with_a_slow_reader(any_loop):
         async with tcp_pair(
             any_loop,
             client_factory=lambda: FlowClient(any_loop),
-            server_factory=lambda: SlowHashingServer(any_loop),
+            server_factory=lambda: HashingServer(any_loop),
         ) as (tr, client, sproto, _server):
+            # a slow reader: nothing for a while
+            sproto.transport.pause_reading()
+            any_loop.call_later(0.2, sproto.transport.resume_reading)
             low, high = tr.get_write_buffer_limits()
             for i in range(chunks):
                 await client.can_write.wait()
@@ -773,6 +773,32 @@ def test_pause_and_resume_reading(any_loop):
             stransport.pause_reading()  # no-op on a closed transport
             stransport.resume_reading()
             assert not stransport.is_reading()
+
+    run(any_loop, main())
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11), reason="3.10 starts reading after connection_made regardless"
+)
+def test_pause_reading_in_connection_made_is_honoured(any_loop):
+    class PausedFromTheStart(Recorder):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            transport.pause_reading()
+
+    async def main():
+        async with tcp_pair(any_loop, server_factory=lambda: PausedFromTheStart(any_loop)) as (
+            tr,
+            _client,
+            sproto,
+            _server,
+        ):
+            tr.write(b"early")
+            await asyncio.sleep(0.1)
+            assert sproto.events == ["made"]
+            assert not sproto.transport.is_reading()
+            sproto.transport.resume_reading()
+            await wait_until(lambda: sproto.data == b"early")
 
     run(any_loop, main())
 

@@ -461,13 +461,14 @@ def test_endpoint_argument_errors(any_loop):
             )
         with (
             socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s,
-            pytest.raises(ValueError, match="A UDP Socket was expected"),
+            pytest.raises(ValueError, match="(?i)A (UDP|datagram) socket was expected"),
         ):
             await any_loop.create_datagram_endpoint(asyncio.DatagramProtocol, sock=s)
         with pytest.raises(ValueError, match="unexpected address family"):
             await any_loop.create_datagram_endpoint(asyncio.DatagramProtocol)
-        with pytest.raises(TypeError, match="2-tuple is expected"):
-            await any_loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=HOST)
+        if sys.version_info >= (3, 11):  # an AssertionError before
+            with pytest.raises(TypeError, match="2-tuple is expected"):
+                await any_loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=HOST)
 
     run(any_loop, main())
 

@@ -273,19 +273,14 @@ def test_unix_large_transfer_with_flow_control(any_loop, sock_path):
     chunk = pattern(256 * 1024, seed=1)
     chunks = 80  # 20 MiB
 
-    class SlowServer(Recorder):
-        def connection_made(self, transport):
-            super().connection_made(transport)
-            transport.pause_reading()
-            self.loop.call_later(0.2, transport.resume_reading)
-
     async def main():
         async with unix_pair(
             any_loop,
             sock_path,
             client_factory=lambda: FlowClient(any_loop),
-            server_factory=lambda: SlowServer(any_loop),
         ) as (tr, client, sproto, _server):
+            sproto.transport.pause_reading()  # a slow reader
+            any_loop.call_later(0.2, sproto.transport.resume_reading)
             low, high = tr.get_write_buffer_limits()
             for _ in range(chunks):
                 await client.can_write.wait()
