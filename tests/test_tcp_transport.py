@@ -1524,3 +1524,194 @@ def test_a_transports_fd_cannot_be_watched_directly(any_loop):
             await wait_until(lambda: sproto.data == b"ok")
 
     run(any_loop, main())
+
+
+# --- more close / abort combinations ------------------------------------------
+
+
+def test_close_while_paused_reading_still_loses_the_connection(any_loop):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, client, sproto, _server):
+            tr.pause_reading()
+            sproto.transport.write(b"never read")
+            await asyncio.sleep(0.02)
+            tr.close()
+            assert await client.lost is None
+            assert client.events == ["made", "lost"]
+            await sproto.lost  # RST or FIN, the server side goes too
+
+    run(any_loop, main())
+
+
+def test_abort_after_close_with_a_buffer_discards_it(any_loop):
+    payload = pattern(32 * MB, seed=15)
+
+    async def main():
+        async with raw_peer(any_loop, lambda: Recorder(any_loop)) as (tr, client, peer):
+            tr.write(payload)
+            assert tr.get_write_buffer_size() > 0
+            tr.close()
+            await asyncio.sleep(0.02)
+            assert not client.lost.done()  # still flushing
+            tr.abort()
+            assert await client.lost is None
+            assert tr.get_write_buffer_size() == 0
+            got = await recv_until_eof(any_loop, peer)
+            assert len(got) < len(payload)
+            assert payload.startswith(got)
+            assert client.events == ["made", "lost"]
+
+    run(any_loop, main())
+
+
+def test_peer_reset_while_a_closing_transport_flushes(any_loop, handler_calls):
+    async def main():
+        async with raw_peer(any_loop, lambda: Recorder(any_loop)) as (tr, client, peer):
+            payload = pattern(32 * MB, seed=16)
+            tr.write(payload)
+            tr.close()
+            assert await recv_exactly(any_loop, peer, MB) == payload[:MB]
+            reset_close(peer)
+            exc = await client.lost
+            assert isinstance(exc, OSError), exc
+            assert client.events == ["made", "lost"]
+
+    run(any_loop, main())
+    assert handler_calls == []
+
+
+def test_both_directions_shut_is_not_a_close(any_loop):
+    async def main():
+        async with tcp_pair(
+            any_loop,
+            client_factory=lambda: Recorder(any_loop, keep_open=True),
+            server_factory=lambda: Recorder(any_loop, keep_open=True),
+        ) as (tr, client, sproto, _server):
+            tr.write_eof()
+            await sproto.eof
+            sproto.transport.write_eof()
+            await client.eof
+            await asyncio.sleep(0.05)
+            # each side has sent and received EOF; neither transport closed itself
+            assert not tr.is_closing() and not sproto.transport.is_closing()
+            assert client.events == ["made", "eof"]
+            assert sproto.events == ["made", "eof"]
+            tr.close()
+            sproto.transport.close()
+            assert await client.lost is None
+            assert await sproto.lost is None
+
+    run(any_loop, main())
+
+
+# --- more writing ---------------------------------------------------------------
+
+
+def test_writelines_takes_any_iterable(any_loop):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, _client, sproto, _server):
+            tr.writelines(b"%d," % i for i in range(5))  # a generator
+            tr.writelines((b"a", bytearray(b"b")))  # a tuple
+            tr.writelines(iter([memoryview(b"c")]))
+            tr.write_eof()
+            await sproto.eof
+            assert sproto.data == b"0,1,2,3,4,abc"
+
+    run(any_loop, main())
+
+
+def test_many_small_buffered_writes_arrive_in_order(any_loop):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, _client, sproto, _server):
+            sproto.transport.pause_reading()
+            tr.set_write_buffer_limits(high=64 * MB)
+            expected = bytearray()
+            for i in range(100_000):
+                chunk = b"%d;" % i
+                expected += chunk
+                if i % 3 == 0:
+                    tr.write(chunk)
+                elif i % 3 == 1:
+                    tr.write(bytearray(chunk))
+                else:
+                    tr.writelines([chunk[:1], memoryview(chunk)[1:]])
+            sproto.transport.resume_reading()
+            tr.write_eof()
+            await sproto.eof
+            assert sproto.data == expected
+
+    run(any_loop, main(), timeout=20)
+
+
+def test_bidirectional_echo_with_back_pressure(any_loop):
+    """An echo server that stops reading while its writes are paused, and a
+    client that writes and reads 16 MiB at once: nothing may deadlock or
+    go missing."""
+    payload = pattern(16 * MB, seed=17)
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data)
+
+        def pause_writing(self):
+            self.transport.pause_reading()
+
+        def resume_writing(self):
+            self.transport.resume_reading()
+
+        def eof_received(self):
+            return True  # the reply is still flowing; close once written
+
+    class Client(FlowClient):
+        pass
+
+    async def main():
+        async with tcp_pair(
+            any_loop, client_factory=lambda: Client(any_loop), server_factory=Echo
+        ) as (tr, client, sproto, _server):
+            for offset in range(0, len(payload), 128 * 1024):
+                await client.can_write.wait()
+                tr.write(payload[offset : offset + 128 * 1024])
+            await wait_until(lambda: len(client.data) >= len(payload), timeout=15)
+            assert client.data == payload
+            sproto.transport.close()
+            await client.lost
+
+    run(any_loop, main(), timeout=30)
+
+
+# --- protocols that are not asyncio.Protocol subclasses -------------------------
+
+
+def test_a_duck_typed_protocol(any_loop):
+    class Duck:
+        def __init__(self):
+            self.events = []
+            self.data = b""
+            self.lost = any_loop.create_future()
+
+        def connection_made(self, transport):
+            self.events.append("made")
+
+        def data_received(self, data):
+            self.data += data
+
+        def eof_received(self):
+            self.events.append("eof")
+
+        def connection_lost(self, exc):
+            self.events.append("lost")
+            self.lost.set_result(exc)
+
+    async def main():
+        async with tcp_pair(any_loop, client_factory=Duck) as (_tr, client, sproto, _server):
+            sproto.transport.write(b"quack")
+            sproto.transport.close()
+            assert await client.lost is None
+            assert client.data == b"quack"
+            assert client.events == ["made", "eof", "lost"]
+
+    run(any_loop, main())

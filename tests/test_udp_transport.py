@@ -695,3 +695,69 @@ def test_datagram_repr_never_fails(any_loop):
 
     for r in run(any_loop, main()):
         assert isinstance(r, str) and r
+
+
+# --- the receive path ---------------------------------------------------------
+
+
+def test_an_empty_datagram_is_received(any_loop):
+    async def main():
+        rx, prx = await endpoint(any_loop, local_addr=(HOST, 0))
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            addr = rx.get_extra_info("sockname")
+            tx.sendto(b"", addr)  # a zero-length datagram is not an EOF
+            tx.sendto(b"after", addr)
+            await wait_until(lambda: len(prx.datagrams) == 2)
+            assert [d for d, _ in prx.datagrams] == [b"", b"after"]
+            assert not rx.is_closing()
+            assert prx.events == ["made", "datagram"]
+        finally:
+            tx.close()
+            rx.close()
+
+    run(any_loop, main())
+
+
+def test_close_inside_datagram_received_stops_delivery(any_loop):
+    class CloseOnFirst(Recorder):
+        def datagram_received(self, data, addr):
+            super().datagram_received(data, addr)
+            self.transport.close()
+
+    async def main():
+        rx, prx = await any_loop.create_datagram_endpoint(
+            lambda: CloseOnFirst(any_loop), local_addr=(HOST, 0)
+        )
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for i in range(10):  # all queued before the loop reads
+                tx.sendto(b"%d" % i, rx.get_extra_info("sockname"))
+            assert await prx.lost is None
+            await asyncio.sleep(0.02)
+            assert [d for d, _ in prx.datagrams] == [b"0"]
+            assert prx.events == ["made", "datagram", "lost"]
+        finally:
+            tx.close()
+
+    run(any_loop, main())
+
+
+def test_set_protocol_redirects_datagrams(any_loop):
+    async def main():
+        rx, first = await endpoint(any_loop, local_addr=(HOST, 0))
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        second = Recorder(any_loop)
+        try:
+            rx.set_protocol(second)
+            tx.sendto(b"for the second", rx.get_extra_info("sockname"))
+            await wait_until(lambda: second.datagrams)
+            assert first.datagrams == []
+            assert second.datagrams[0][0] == b"for the second"
+        finally:
+            tx.close()
+            rx.close()
+        assert await second.lost is None
+        assert not first.lost.done()
+
+    run(any_loop, main())
