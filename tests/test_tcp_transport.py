@@ -1715,3 +1715,31 @@ def test_a_duck_typed_protocol(any_loop):
             assert client.events == ["made", "eof", "lost"]
 
     run(any_loop, main())
+
+
+def test_buffered_protocol_with_a_read_only_buffer(any_loop, handler_calls):
+    class ReadOnly(BufferedRecorder):
+        def get_buffer(self, sizehint):
+            return b"\0" * 1024  # bytes: recv_into cannot fill it
+
+    async def main():
+        async with tcp_pair(any_loop, server_factory=lambda: ReadOnly(any_loop)) as (
+            tr,
+            client,
+            sproto,
+            _server,
+        ):
+            tr.write(b"trigger")
+            exc = await sproto.lost
+            assert sproto.transport.is_closing()
+            peer_exc = await client.lost
+            assert peer_exc is None or isinstance(peer_exc, ConnectionResetError)
+            return exc, sproto
+
+    exc, sproto = run(any_loop, main())
+    assert isinstance(exc, TypeError)
+    assert len(handler_calls) == 1
+    assert handler_calls[0]["message"] == "Fatal read error on socket transport"
+    assert handler_calls[0]["exception"] is exc
+    assert handler_calls[0]["protocol"] is sproto
+    assert sproto.count == 0
