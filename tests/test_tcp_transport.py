@@ -1743,3 +1743,54 @@ def test_buffered_protocol_with_a_read_only_buffer(any_loop, handler_calls):
     assert handler_calls[0]["exception"] is exc
     assert handler_calls[0]["protocol"] is sproto
     assert sproto.count == 0
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: None, "Fatal error: protocol.get_buffer() call failed."),  # len() fails
+        (lambda: [0] * 16, "Fatal read error on socket transport"),  # not a buffer
+        (lambda: "text", "Fatal read error on socket transport"),
+    ],
+    ids=["None", "list", "str"],
+)
+def test_buffered_protocol_get_buffer_returns_a_non_buffer(any_loop, handler_calls, make, message):
+    class NotABuffer(BufferedRecorder):
+        def get_buffer(self, sizehint):
+            return make()
+
+    async def main():
+        async with tcp_pair(any_loop, server_factory=lambda: NotABuffer(any_loop)) as (
+            tr,
+            client,
+            sproto,
+            _server,
+        ):
+            tr.write(b"trigger")
+            exc = await sproto.lost
+            await client.lost
+            return exc
+
+    exc = run(any_loop, main())
+    assert isinstance(exc, TypeError)
+    assert [(c["message"], c["exception"]) for c in handler_calls] == [(message, exc)]
+
+
+def test_write_of_a_non_contiguous_memoryview(any_loop, handler_calls):
+    """asyncio does not raise from write(): the send fails, the error goes to
+    the exception handler and the transport is closed."""
+
+    async def main():
+        async with tcp_pair(any_loop) as (tr, client, _sproto, _server):
+            view = memoryview(bytearray(b"abcdefgh"))[::2]
+            assert not view.c_contiguous
+            tr.write(view)
+            exc = await client.lost
+            assert tr.is_closing()
+            return exc
+
+    exc = run(any_loop, main())
+    assert isinstance(exc, BufferError)
+    assert len(handler_calls) == 1
+    assert handler_calls[0]["message"] == "Fatal write error on socket transport"
+    assert handler_calls[0]["exception"] is exc
