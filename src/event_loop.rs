@@ -29,6 +29,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::handles::{gc_untrack, release, Handle, TimerHandle};
 use crate::poller::{Poller, Ready, READABLE, WRITABLE};
+use crate::stats::{bump, nanos, IterationTally, LoopStats, SlowWatch};
 use crate::timers::{monotonic, TimerHeap, CLOCK_RESOLUTION};
 
 /// asyncio never sleeps longer than a day in one poll.
@@ -85,8 +86,26 @@ pub struct CoreLoop {
     /// `loop._task_factory` (None: asyncio.Task), kept natively so that
     /// `create_task` can skip Python on the common path.
     task_factory: Mutex<Option<Py<PyAny>>>,
-    /// Cancelled timers still in the heap (shared with every TimerHandle).
-    timers_cancelled: Arc<AtomicUsize>,
+    /// `loop.stats()`'s counters, and the count of cancelled timers still
+    /// in the heap (shared with every TimerHandle).
+    stats: Arc<LoopStats>,
+    /// Slow-callback reports (`loop.set_slow_callback_threshold`).
+    slow: SlowWatch,
+}
+
+/// What `_run_until_stopped` keeps from one iteration to the next.
+struct RunScratch {
+    batch: VecDeque<Py<Handle>>,
+    events: Vec<libc::epoll_event>,
+    ready_fds: Vec<Ready>,
+    /// Cancelled timers popped with the due ones, released unlocked.
+    dead: Vec<Py<Handle>>,
+    last_poll: f64,
+    /// When the last batch started (None before the first of this run).
+    batch_start: Option<f64>,
+    /// The start of a batch that ran callbacks and whose running time is
+    /// not yet counted: it ends at the next clock read.
+    uncounted: Option<f64>,
 }
 
 /// `fd` may be an int or an object with `fileno()`, as in `selectors`.
@@ -396,18 +415,38 @@ impl CoreLoop {
 
     /// Queue the timers due by `now`, then take everything ready as this
     /// iteration's batch (callbacks scheduled while it runs wait for the
-    /// next iteration, as in asyncio).
-    fn take_batch(&self, st: &mut LoopState, now: f64, batch: &mut VecDeque<Py<Handle>>) {
+    /// next iteration, as in asyncio). The live due timers are the batch's
+    /// last entries; their number is returned. Lag: each timer ran
+    /// `now - when` late; every other handle waited at most `ready_lag`.
+    /// Cancelled due timers go to `dead`, to be released unlocked.
+    fn take_batch(
+        &self,
+        st: &mut LoopState,
+        now: f64,
+        ready_lag: f64,
+        batch: &mut VecDeque<Py<Handle>>,
+        dead: &mut Vec<Py<Handle>>,
+    ) -> usize {
+        let lag = &self.stats.lag;
+        let others = st.ready.len();
+        if others != 0 {
+            lag.record(nanos(ready_lag), others as u64);
+        }
         let end_time = now + CLOCK_RESOLUTION;
         while let Some(entry) = st.timers.pop_due(end_time) {
             let timer = entry.handle.get();
             timer.set_scheduled(false);
             if timer.is_cancelled() {
-                dec_saturating(&self.timers_cancelled);
+                dec_saturating(&self.stats.heap_cancelled);
+                dead.push(entry.handle);
+                continue;
             }
+            lag.record(nanos(now - entry.when), 1);
             st.ready.push_back(entry.handle);
         }
+        let timers = st.ready.len() - others;
         std::mem::swap(&mut st.ready, batch);
+        timers
     }
 
     /// Turn poller reports into ready handles (asyncio's `_process_events`).
@@ -445,21 +484,21 @@ impl CoreLoop {
     }
 
     /// One loop iteration: poll, queue due timers, run what was ready.
-    fn run_once(
-        slf: &Bound<'_, Self>,
-        batch: &mut VecDeque<Py<Handle>>,
-        events: &mut Vec<libc::epoll_event>,
-        ready_fds: &mut Vec<Ready>,
-        last_poll: &mut f64,
-    ) -> PyResult<()> {
+    fn run_once(slf: &Bound<'_, Self>, rs: &mut RunScratch) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        let stats = &*this.stats;
 
         // One clock read per busy iteration (on some VMs it costs as much as
         // a task step's worth of bookkeeping); re-read only after blocking.
+        // It also ends the previous batch, for the time spent in callbacks.
         let mut now = monotonic();
+        if let Some(start) = rs.uncounted.take() {
+            bump(&stats.callback_ns, nanos(now - start));
+        }
+        bump(&stats.iterations, 1);
         let mut st = this.state.lock();
-        let purged = st.timers.purge_cancelled(&this.timers_cancelled);
+        let purged = st.timers.purge_cancelled(&stats.heap_cancelled);
         let timeout = if !st.ready.is_empty() || this.stopping.load(Ordering::Relaxed) {
             Some(Duration::ZERO)
         } else {
@@ -467,71 +506,172 @@ impl CoreLoop {
                 .next_deadline()
                 .map(|when| Duration::from_secs_f64((when - now).clamp(0.0, MAX_POLL_SECONDS)))
         };
-        let skip_poll = timeout == Some(Duration::ZERO)
-            && !st.watches_program_fds()
-            && now - *last_poll < BUSY_POLL_INTERVAL;
+        // Without blocking, what is ready now may have become ready at any
+        // time since the last batch started: that is the bound on its lag.
+        // After blocking, it became ready while the loop waited: no lag.
+        let busy = timeout == Some(Duration::ZERO);
+        let skip_poll =
+            busy && !st.watches_program_fds() && now - rs.last_poll < BUSY_POLL_INTERVAL;
+        let ready_lag = |now: f64| match rs.batch_start {
+            Some(start) if busy => now - start,
+            _ => 0.0,
+        };
+        let timers;
         if skip_poll {
             // Busy and nothing of the program's to poll: one lock does it all.
-            this.take_batch(&mut st, now, batch);
+            timers = this.take_batch(&mut st, now, ready_lag(now), &mut rs.batch, &mut rs.dead);
             drop(st);
             purged.into_iter().for_each(release);
         } else {
             drop(st);
             purged.into_iter().for_each(release);
-            let polled = if timeout == Some(Duration::ZERO) {
-                *last_poll = now;
+            bump(&stats.polls, 1);
+            let polled = if busy {
+                rs.last_poll = now;
                 // Nothing to wait for: no need to let go of the GIL.
-                this.poller.wait(events, timeout, ready_fds)
+                this.poller.wait(&mut rs.events, timeout, &mut rs.ready_fds)
             } else {
                 let poller = &this.poller;
+                let (events, ready_fds) = (&mut rs.events, &mut rs.ready_fds);
                 let r = py.detach(|| poller.wait(events, timeout, ready_fds));
+                let before = now;
                 now = monotonic();
-                *last_poll = now;
+                bump(&stats.poll_ns, nanos(now - before));
+                rs.last_poll = now;
                 r
             };
             match polled {
-                Ok(()) => this.queue_io(py, ready_fds)?,
+                Ok(()) => this.queue_io(py, &mut rs.ready_fds)?,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals()?,
                 Err(e) => return Err(e.into()),
             }
-            this.take_batch(&mut this.state.lock(), now, batch);
+            let lag = ready_lag(now);
+            timers = this.take_batch(
+                &mut this.state.lock(),
+                now,
+                lag,
+                &mut rs.batch,
+                &mut rs.dead,
+            );
         }
+        rs.dead.drain(..).for_each(release);
+        rs.batch_start = Some(now);
+        if rs.batch.is_empty() {
+            return Ok(());
+        }
+        rs.uncounted = Some(now);
 
         let debug = this.debug.load(Ordering::Relaxed);
+        let threshold = this.slow.threshold();
+        let mut tally = IterationTally::default();
+        let outcome = if debug || threshold > 0.0 {
+            Self::run_batch_timed(slf, &mut rs.batch, timers, now, threshold, &mut tally)
+        } else {
+            Self::run_batch(py, &mut rs.batch, timers, &mut tally)
+        };
+        stats.add_tally(&tally);
+        if let Err(e) = outcome {
+            // KeyboardInterrupt/SystemExit: what was not run stays queued,
+            // in order, as with asyncio's deque.
+            let mut st = this.state.lock();
+            while let Some(rest) = rs.batch.pop_back() {
+                st.ready.push_front(rest);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Run the batch: the common path, with no clock read.
+    #[inline]
+    fn run_batch(
+        py: Python<'_>,
+        batch: &mut VecDeque<Py<Handle>>,
+        timers: usize,
+        tally: &mut IterationTally,
+    ) -> PyResult<()> {
         while let Some(handle) = batch.pop_front() {
+            // The batch's last `timers` entries are timers.
+            let is_timer = u64::from(batch.len() < timers);
             let h = handle.bind(py);
             if h.get().is_cancelled() {
+                tally.timers_cancelled += is_timer;
                 release(handle);
                 continue;
             }
-            let outcome = if debug {
-                // asyncio's default exception handler reports where the
-                // running handle was created, through `_current_handle`.
-                slf.setattr("_current_handle", h)?;
-                let t0 = monotonic();
-                let r = Handle::run(h);
-                let dt = monotonic() - t0;
-                slf.setattr("_current_handle", py.None())?;
-                let slow: f64 = slf.getattr("slow_callback_duration")?.extract()?;
-                if dt >= slow {
-                    crate::handles::glue(py, "log_slow_callback")?.call1((h, dt))?;
-                }
-                r
-            } else {
-                Handle::run(h)
-            };
+            tally.callbacks += 1;
+            tally.timers_fired += is_timer;
+            let outcome = Handle::run(h);
             release(handle);
-            if let Err(e) = outcome {
-                // KeyboardInterrupt/SystemExit: what was not run stays queued,
-                // in order, as with asyncio's deque.
-                let mut st = this.state.lock();
-                while let Some(rest) = batch.pop_back() {
-                    st.ready.push_front(rest);
-                }
-                return Err(e);
-            }
+            outcome?;
         }
         Ok(())
+    }
+
+    /// Run the batch timing each callback: debug mode (asyncio's
+    /// `slow_callback_duration` warnings) and/or ferroloop's slow-callback
+    /// reports (`threshold` > 0). `t0`: when the batch started.
+    #[cold]
+    fn run_batch_timed(
+        slf: &Bound<'_, Self>,
+        batch: &mut VecDeque<Py<Handle>>,
+        timers: usize,
+        mut t0: f64,
+        threshold: f64,
+        tally: &mut IterationTally,
+    ) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let watch = &this.slow;
+        let result = (|| {
+            while let Some(handle) = batch.pop_front() {
+                let is_timer = u64::from(batch.len() < timers);
+                let h = handle.bind(py);
+                if h.get().is_cancelled() {
+                    tally.timers_cancelled += is_timer;
+                    release(handle);
+                    continue;
+                }
+                tally.callbacks += 1;
+                tally.timers_fired += is_timer;
+                let debug = this.debug.load(Ordering::Relaxed);
+                if debug {
+                    // asyncio's default exception handler reports where the
+                    // running handle was created, through `_current_handle`.
+                    slf.setattr("_current_handle", h)?;
+                    t0 = monotonic();
+                }
+                let seq = if threshold > 0.0 { watch.begin(t0) } else { 0 };
+                let (outcome, callback) = Handle::run_keep(h);
+                let t1 = monotonic();
+                let dt = t1 - t0;
+                t0 = t1;
+                if debug {
+                    slf.setattr("_current_handle", py.None())?;
+                    let slow: f64 = slf.getattr("slow_callback_duration")?.extract()?;
+                    if dt >= slow {
+                        crate::handles::glue(py, "log_slow_callback")?.call1((h, dt))?;
+                    }
+                }
+                if threshold > 0.0 && dt >= threshold {
+                    tally.slow_callbacks += 1;
+                    watch.end();
+                    let sample = watch.take_sample(seq);
+                    let report = crate::handles::glue(py, "report_slow_callback")?
+                        .call1((slf, h, callback, dt, threshold, sample));
+                    if let Err(e) = report {
+                        e.write_unraisable(py, Some(h.as_any()));
+                    }
+                    // Reporting is not the next callback's time.
+                    t0 = monotonic();
+                }
+                release(handle);
+                outcome?;
+            }
+            Ok(())
+        })();
+        watch.end();
+        result
     }
 }
 
@@ -548,7 +688,8 @@ impl CoreLoop {
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             debug: AtomicBool::new(false),
-            timers_cancelled: Arc::new(AtomicUsize::new(0)),
+            stats: Arc::new(LoopStats::new(monotonic())),
+            slow: SlowWatch::default(),
         })
     }
 
@@ -772,16 +913,27 @@ impl CoreLoop {
     /// around it does the per-run setup and teardown.
     fn _run_until_stopped(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
-        let mut batch = VecDeque::new();
-        let mut events = Vec::with_capacity(64);
-        let mut ready_fds = Vec::with_capacity(64);
-        let mut last_poll = f64::NEG_INFINITY;
-        loop {
-            Self::run_once(slf, &mut batch, &mut events, &mut ready_fds, &mut last_poll)?;
-            if this.stopping.load(Ordering::Relaxed) {
-                break;
+        let mut rs = RunScratch {
+            batch: VecDeque::new(),
+            events: Vec::with_capacity(64),
+            ready_fds: Vec::with_capacity(64),
+            dead: Vec::new(),
+            last_poll: f64::NEG_INFINITY,
+            batch_start: None,
+            uncounted: None,
+        };
+        let outcome = loop {
+            if let Err(e) = Self::run_once(slf, &mut rs) {
+                break Err(e);
             }
+            if this.stopping.load(Ordering::Relaxed) {
+                break Ok(());
+            }
+        };
+        if let Some(start) = rs.uncounted {
+            bump(&this.stats.callback_ns, nanos(monotonic() - start));
         }
+        outcome?;
         this.stopping.store(false, Ordering::Relaxed);
         Ok(())
     }
@@ -796,7 +948,9 @@ impl CoreLoop {
                 std::mem::take(&mut st.fds)
             })
         };
-        self.timers_cancelled.store(0, Ordering::Relaxed);
+        self.stats.heap_cancelled.store(0, Ordering::Relaxed);
+        self.slow.set_threshold(0.0);
+        drop(self.slow.take_sample(u64::MAX));
         self.poller.close();
         release_all(ready, timers, fds);
     }
@@ -834,6 +988,69 @@ impl CoreLoop {
             .collect()
     }
 
+    /// `loop.stats()`'s raw material (`ferroloop._telemetry` shapes it).
+    fn _stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        self.check_closed()?;
+        let s = &*self.stats;
+        let d = pyo3::types::PyDict::new(py);
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        d.set_item("iterations", load(&s.iterations))?;
+        d.set_item("callbacks", load(&s.callbacks))?;
+        d.set_item("timers_scheduled", load(&s.timers_scheduled))?;
+        d.set_item("timers_fired", load(&s.timers_fired))?;
+        d.set_item("timers_cancelled", load(&s.timers_cancelled))?;
+        d.set_item("polls", load(&s.polls))?;
+        d.set_item("poll_ns", load(&s.poll_ns))?;
+        d.set_item("callback_ns", load(&s.callback_ns))?;
+        d.set_item("bytes_read", load(&s.bytes_read))?;
+        d.set_item("bytes_written", load(&s.bytes_written))?;
+        d.set_item("connections_accepted", load(&s.accepted))?;
+        d.set_item("slow_callbacks", load(&s.slow_callbacks))?;
+        let since = f64::from_bits(load(&s.since));
+        d.set_item("elapsed", monotonic() - since)?;
+        let (count, sum_ns, max_ns, buckets) = s.lag.snapshot();
+        d.set_item("lag_count", count)?;
+        d.set_item("lag_sum_ns", sum_ns)?;
+        d.set_item("lag_max_ns", max_ns)?;
+        let buckets: Vec<(u64, u64, u64)> = buckets
+            .into_iter()
+            .map(|(i, n)| {
+                let (low, width) = crate::stats::bucket_bounds(i);
+                (low, width, n)
+            })
+            .collect();
+        d.set_item("lag_buckets", buckets)?;
+        Ok(d)
+    }
+
+    fn _reset_stats(&self) -> PyResult<()> {
+        self.check_closed()?;
+        self.stats.reset(monotonic());
+        Ok(())
+    }
+
+    /// A connection accepted by a server (asyncio's accept path, in Python).
+    fn _record_accepted(&self) {
+        self.record_accepted();
+    }
+
+    /// Slow-callback reports: `seconds` > 0 turns them on, 0 off.
+    fn _set_slow_threshold(&self, seconds: f64) {
+        self.slow.set_threshold(seconds);
+    }
+
+    /// For the watchdog thread: the sequence number of the callback running
+    /// now if it has run for longer than the threshold and has no sample.
+    fn _slow_probe(&self) -> Option<u64> {
+        self.slow.probe(monotonic())
+    }
+
+    /// For the watchdog thread: where callback `seq` is blocked (a stack),
+    /// kept for its report if it is still running. True if kept.
+    fn _slow_sample(&self, seq: u64, stack: Py<PyAny>) -> bool {
+        self.slow.store_sample(seq, stack)
+    }
+
     /// Counts for tests and `repr`: (ready, timers, fds with a callback).
     fn _core_counts(&self) -> (usize, usize, usize) {
         let st = self.state.lock();
@@ -846,6 +1063,28 @@ impl CoreLoop {
 }
 
 impl CoreLoop {
+    /// Transports: `n` bytes read from a socket (any thread; cheap).
+    #[inline]
+    #[allow(dead_code)] // for the transports (src/stream.rs)
+    pub(crate) fn record_bytes_read(&self, n: usize) {
+        self.stats.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Transports: `n` bytes written to a socket (any thread; cheap).
+    #[inline]
+    #[allow(dead_code)] // for the transports (src/stream.rs)
+    pub(crate) fn record_bytes_written(&self, n: usize) {
+        self.stats
+            .bytes_written
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Servers: one connection accepted (any thread; cheap).
+    #[inline]
+    pub(crate) fn record_accepted(&self) {
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// `call_soon` / `call_soon_threadsafe` (their Python entry points are
     /// in `fastcall.rs`).
     pub(crate) fn schedule_soon(
@@ -887,16 +1126,15 @@ impl CoreLoop {
         let py = slf.py();
         let this = slf.get();
         let base = Self::new_handle(slf, callback, args, context)?;
-        let init = PyClassInitializer::from(base).add_subclass(TimerHandle::new(
-            when_obj.unbind(),
-            this.timers_cancelled.clone(),
-        ));
+        let init = PyClassInitializer::from(base)
+            .add_subclass(TimerHandle::new(when_obj.unbind(), this.stats.clone()));
         let timer = Py::new(py, init)?;
         gc_untrack(&timer);
         let base = timer.bind(py).as_super().get();
         base.set_scheduled(true);
         let as_handle: Py<Handle> = timer.bind(py).as_super().clone().unbind();
         this.state.lock().timers.push(when, as_handle);
+        this.stats.timers_scheduled.fetch_add(1, Ordering::Relaxed);
         Ok(timer)
     }
 }

@@ -7,7 +7,7 @@
 //! through small Python helpers (`ferroloop._glue`) so that messages match
 //! the running CPython's asyncio to the letter.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -17,6 +17,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
 use pyo3::{PyTraverseError, PyVisit};
+
+use crate::stats::LoopStats;
 
 /// Python helpers from `ferroloop._glue`, looked up once per interpreter.
 pub(crate) fn glue<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
@@ -125,12 +127,28 @@ impl Handle {
     /// Run the callback in its context. An ordinary exception goes to the
     /// loop's exception handler, as asyncio's `Handle._run` does; only
     /// `SystemExit` and `KeyboardInterrupt` come back as `Err`.
+    #[inline]
     pub(crate) fn run(slf: &Bound<'_, Handle>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let Some((func, args)) = this.call_parts(py) else {
+        let Some((func, args)) = slf.get().call_parts(slf.py()) else {
             return Ok(()); // cancelled
         };
+        Self::run_parts(slf, &func, &args)
+    }
+
+    /// `run`, also returning the callable it ran (which the handle itself
+    /// may have let go of meanwhile: a reader removing itself): for the
+    /// slow-callback report.
+    pub(crate) fn run_keep(slf: &Bound<'_, Handle>) -> (PyResult<()>, Option<Py<PyAny>>) {
+        let Some((func, args)) = slf.get().call_parts(slf.py()) else {
+            return (Ok(()), None); // cancelled
+        };
+        (Self::run_parts(slf, &func, &args), Some(func))
+    }
+
+    #[inline(always)]
+    fn run_parts(slf: &Bound<'_, Handle>, func: &Py<PyAny>, args: &Py<PyTuple>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
         let ctx = this.context.as_ptr();
         // SAFETY: all pointers are live references owned by `this`; the
         // context is exited on every path after a successful enter.
@@ -281,16 +299,14 @@ impl Handle {
 pub struct TimerHandle {
     /// The deadline as the caller gave it (int or float).
     when: Py<PyAny>,
-    /// The loop's count of cancelled handles still in its heap.
-    heap_cancelled: Arc<AtomicUsize>,
+    /// The loop's statistics, and its count of cancelled handles still in
+    /// its heap.
+    stats: Arc<LoopStats>,
 }
 
 impl TimerHandle {
-    pub(crate) fn new(when: Py<PyAny>, heap_cancelled: Arc<AtomicUsize>) -> TimerHandle {
-        TimerHandle {
-            when,
-            heap_cancelled,
-        }
+    pub(crate) fn new(when: Py<PyAny>, stats: Arc<LoopStats>) -> TimerHandle {
+        TimerHandle { when, stats }
     }
 }
 
@@ -338,7 +354,9 @@ impl TimerHandle {
     fn cancel(slf: &Bound<'_, Self>) {
         let base = slf.as_super().get();
         if base.set_cancelled() && base.scheduled.load(Ordering::Relaxed) {
-            slf.get().heap_cancelled.fetch_add(1, Ordering::Relaxed);
+            let stats = &slf.get().stats;
+            stats.heap_cancelled.fetch_add(1, Ordering::Relaxed);
+            stats.timers_cancelled.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -11,6 +11,7 @@ pub mod fastcall;
 pub mod handles;
 pub mod poller;
 pub mod sock_api;
+pub mod stats;
 pub mod stream;
 pub mod syscalls;
 pub mod timers;

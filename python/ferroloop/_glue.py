@@ -58,3 +58,10 @@ def handle_repr(handle) -> str:
 def log_slow_callback(handle, seconds: float) -> None:
     """Debug mode: a callback ran longer than loop.slow_callback_duration."""
     logger.warning("Executing %s took %.3f seconds", base_events._format_handle(handle), seconds)
+
+
+def report_slow_callback(loop, handle, callback, seconds, threshold, stack) -> None:
+    """A callback ran longer than loop.set_slow_callback_threshold()."""
+    from ._telemetry import report_slow_callback as report
+
+    report(loop, handle, callback, seconds, threshold, stack)

@@ -25,9 +25,11 @@ from ._ferroloop import CoreLoop, SockWaiter
 from ._ferroloop import sock_recv as _native_sock_recv
 from ._ferroloop import sock_recv_into as _native_sock_recv_into
 from ._ferroloop import sock_sendall as _native_sock_sendall
+from ._telemetry import LoopStats, Watchdog, check_threshold, threshold_from_env
 from ._transports import TransportFactories
 
 _check_ssl_socket = base_events._check_ssl_socket
+_accept_connection2 = selector_events.BaseSelectorEventLoop._accept_connection2
 
 __all__ = ["Loop"]
 
@@ -111,9 +113,15 @@ def _nonblocking_only(name: str):
 class Loop(CoreLoop, TransportFactories, unix_events.SelectorEventLoop):
     """An asyncio event loop whose core runs in Rust."""
 
+    _slow_threshold: float | None = None
+    _slow_watchdog: Watchdog | None = None
+
     def __init__(self) -> None:
         unix_events.SelectorEventLoop.__init__(self, _SelectorView(self))
         self._set_internal_fd(self._ssock.fileno())
+        threshold = threshold_from_env()
+        if threshold is not None:
+            self.set_slow_callback_threshold(threshold)
 
     if hasattr(base_events.BaseEventLoop, "_run_forever_setup"):  # 3.12+
 
@@ -153,8 +161,50 @@ class Loop(CoreLoop, TransportFactories, unix_events.SelectorEventLoop):
             raise RuntimeError("Cannot close a running event loop")
         if self.is_closed():
             return
+        self._stop_watchdog()
         super().close()
         self._close_core()
+
+    # -- telemetry (ferroloop only; docs/telemetry.md) ------------------
+
+    def stats(self) -> LoopStats:
+        """A snapshot of what the loop did since it was created or
+        `reset_stats()` was called: iterations, callbacks, timers, polls,
+        time blocked and running callbacks, transport bytes and accepted
+        connections, and the loop lag (p50/p99/max)."""
+        return LoopStats._from_raw(self._stats())
+
+    def reset_stats(self) -> None:
+        """Start counting `stats()` again from zero."""
+        self._reset_stats()
+
+    def set_slow_callback_threshold(self, seconds: float | None) -> None:
+        """Log (logger "ferroloop", WARNING) every callback or task step that
+        runs longer than `seconds`, with the task and the line it blocked
+        at; None turns the reports off (the default). Works without debug
+        mode. FERROLOOP_SLOW_CALLBACK_MS sets it for every new loop."""
+        self._check_closed()
+        seconds = check_threshold(seconds)
+        self._stop_watchdog()
+        self._set_slow_threshold(seconds or 0.0)
+        self._slow_threshold = seconds
+        if seconds is not None:
+            self._slow_watchdog = Watchdog(self, seconds)
+
+    def get_slow_callback_threshold(self) -> float | None:
+        """The slow-callback threshold in seconds, or None when reports are off."""
+        return self._slow_threshold
+
+    def _stop_watchdog(self) -> None:
+        watchdog, self._slow_watchdog = self._slow_watchdog, None
+        if watchdog is not None:
+            watchdog.stop()
+
+    def _accept_connection2(self, *args, **kwargs):
+        # asyncio's accept loop calls this once per accepted socket, for
+        # the coroutine that makes its transport: counted for stats().
+        self._record_accepted()
+        return _accept_connection2(self, *args, **kwargs)
 
     # CoreLoop.create_task's path for task factories and debug mode.
     _create_task_py = base_events.BaseEventLoop.create_task

@@ -1,0 +1,339 @@
+//! Loop telemetry (`loop.stats()`): counters cheap enough to be always on.
+//!
+//! What the loop thread alone updates (iterations, callbacks, polls, times,
+//! the lag histogram) is counted in locals during an iteration and added
+//! here once per iteration, with a relaxed load and store (plain moves: no
+//! locked instruction, as there is one writer). What other code may update
+//! from anywhere (timers scheduled and cancelled, transport bytes and
+//! accepted connections) uses relaxed `fetch_add`. A snapshot taken from
+//! another thread while the loop runs may be a few counts behind; nothing
+//! here is ever used for a decision.
+//!
+//! No clock is read for the statistics: the time spent running callbacks
+//! is the distance between the start of one batch and the next iteration's
+//! clock read, which the loop makes anyway.
+
+use std::sync::atomic::{
+    AtomicU64, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release},
+};
+
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+
+/// Add `n` to a counter only the loop thread writes.
+#[inline]
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// Seconds (a clock difference) as whole nanoseconds; negative → 0.
+#[inline]
+pub(crate) fn nanos(seconds: f64) -> u64 {
+    if seconds > 0.0 {
+        (seconds * 1e9) as u64
+    } else {
+        0
+    }
+}
+
+/// Sub-buckets per power of two: values are kept within 1/8 (12.5%).
+const SUB_BITS: u32 = 3;
+const SUB: usize = 1 << SUB_BITS;
+/// Below this many nanoseconds a bucket holds one value.
+const LINEAR: u64 = 2 * SUB as u64;
+/// The largest power of two with buckets of its own (2^40 ns ≈ 18 min);
+/// anything longer lands in the last bucket (and `max` is exact).
+const MAX_EXP: u32 = 40;
+pub(crate) const BUCKETS: usize = (MAX_EXP - SUB_BITS + 2) as usize * SUB;
+
+/// The bucket of a value in nanoseconds (log-linear, as HdrHistogram).
+#[inline]
+fn bucket_of(ns: u64) -> usize {
+    if ns < LINEAR {
+        return ns as usize;
+    }
+    let exp = 63 - ns.leading_zeros();
+    if exp > MAX_EXP {
+        return BUCKETS - 1;
+    }
+    let mantissa = (ns >> (exp - SUB_BITS)) as usize & (SUB - 1);
+    (exp - SUB_BITS + 1) as usize * SUB + mantissa
+}
+
+/// The smallest value (ns) of bucket `i` and its width.
+pub(crate) fn bucket_bounds(i: usize) -> (u64, u64) {
+    if i < LINEAR as usize {
+        return (i as u64, 1);
+    }
+    let exp = (i / SUB) as u32 + SUB_BITS - 1;
+    let width = 1u64 << (exp - SUB_BITS);
+    (((SUB + i % SUB) as u64) << (exp - SUB_BITS), width)
+}
+
+/// A histogram of durations (nanoseconds), written by the loop thread only.
+pub(crate) struct Histogram {
+    buckets: [AtomicU64; BUCKETS],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+    max_ns: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+            max_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Record `weight` samples of `ns` nanoseconds (loop thread only).
+    #[inline]
+    pub(crate) fn record(&self, ns: u64, weight: u64) {
+        bump(&self.buckets[bucket_of(ns)], weight);
+        bump(&self.count, weight);
+        bump(&self.sum_ns, ns.saturating_mul(weight));
+        if ns > self.max_ns.load(Relaxed) {
+            self.max_ns.store(ns, Relaxed);
+        }
+    }
+
+    fn reset(&self) {
+        for b in &self.buckets {
+            b.store(0, Relaxed);
+        }
+        self.count.store(0, Relaxed);
+        self.sum_ns.store(0, Relaxed);
+        self.max_ns.store(0, Relaxed);
+    }
+
+    /// (count, sum ns, max ns, [(bucket index, count)] of non-empty buckets).
+    pub(crate) fn snapshot(&self) -> (u64, u64, u64, Vec<(usize, u64)>) {
+        let buckets = self
+            .buckets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| match b.load(Relaxed) {
+                0 => None,
+                n => Some((i, n)),
+            })
+            .collect();
+        (
+            self.count.load(Relaxed),
+            self.sum_ns.load(Relaxed),
+            self.max_ns.load(Relaxed),
+            buckets,
+        )
+    }
+}
+
+/// Per-iteration tallies, kept in locals and added to `LoopStats` once.
+#[derive(Default)]
+pub(crate) struct IterationTally {
+    pub callbacks: u64,
+    pub timers_fired: u64,
+    /// Timers cancelled after they left the heap, before they ran.
+    pub timers_cancelled: u64,
+    pub slow_callbacks: u64,
+}
+
+/// A loop's counters since it was created or `reset_stats()` was called.
+#[derive(Default)]
+pub(crate) struct LoopStats {
+    /// Not a statistic: cancelled timers still in the heap (asyncio's
+    /// `_timer_cancelled_count`), which decides when the heap is compacted.
+    /// Kept here because every TimerHandle already shares this struct.
+    /// Never reset.
+    pub heap_cancelled: AtomicUsize,
+
+    pub iterations: AtomicU64,
+    pub callbacks: AtomicU64,
+    pub timers_scheduled: AtomicU64,
+    pub timers_fired: AtomicU64,
+    pub timers_cancelled: AtomicU64,
+    pub polls: AtomicU64,
+    pub poll_ns: AtomicU64,
+    pub callback_ns: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub accepted: AtomicU64,
+    pub slow_callbacks: AtomicU64,
+    /// How late callbacks ran: see `docs/telemetry.md`.
+    pub lag: Histogram,
+    /// `monotonic()` when counting (re)started, as f64 bits.
+    pub since: AtomicU64,
+}
+
+impl LoopStats {
+    pub(crate) fn new(now: f64) -> LoopStats {
+        let stats = LoopStats::default();
+        stats.since.store(now.to_bits(), Relaxed);
+        stats
+    }
+
+    #[inline]
+    pub(crate) fn add_tally(&self, t: &IterationTally) {
+        bump(&self.callbacks, t.callbacks);
+        if t.timers_fired != 0 {
+            bump(&self.timers_fired, t.timers_fired);
+        }
+        if t.timers_cancelled != 0 {
+            self.timers_cancelled.fetch_add(t.timers_cancelled, Relaxed);
+        }
+        if t.slow_callbacks != 0 {
+            bump(&self.slow_callbacks, t.slow_callbacks);
+        }
+    }
+
+    /// Every statistic back to zero (not `heap_cancelled`).
+    pub(crate) fn reset(&self, now: f64) {
+        for c in [
+            &self.iterations,
+            &self.callbacks,
+            &self.timers_scheduled,
+            &self.timers_fired,
+            &self.timers_cancelled,
+            &self.polls,
+            &self.poll_ns,
+            &self.callback_ns,
+            &self.bytes_read,
+            &self.bytes_written,
+            &self.accepted,
+            &self.slow_callbacks,
+        ] {
+            c.store(0, Relaxed);
+        }
+        self.lag.reset();
+        self.since.store(now.to_bits(), Relaxed);
+    }
+}
+
+/// Slow-callback reports: the threshold, and what the watchdog thread
+/// (`ferroloop._telemetry`) reads to sample where a callback is blocked.
+///
+/// While reports are on, the loop publishes the start time and sequence
+/// number of the callback it is running (two relaxed stores per callback);
+/// the watchdog wakes a few times per threshold, and when a callback has
+/// run longer than the threshold it takes the loop thread's stack, which
+/// the report then shows: the line that blocked, not only where the task
+/// was suspended before or after.
+#[derive(Default)]
+pub(crate) struct SlowWatch {
+    /// Seconds as f64 bits; 0: reports are off.
+    threshold: AtomicU64,
+    /// Sequence number of the callback running (or last run).
+    seq: AtomicU64,
+    /// `monotonic()` when it started, as f64 bits; 0: none is running.
+    since: AtomicU64,
+    /// The last `seq` the watchdog sampled (one sample per callback).
+    sampled: AtomicU64,
+    sample: Mutex<Option<(u64, Py<PyAny>)>>,
+}
+
+impl SlowWatch {
+    #[inline]
+    pub(crate) fn threshold(&self) -> f64 {
+        f64::from_bits(self.threshold.load(Relaxed))
+    }
+
+    pub(crate) fn set_threshold(&self, seconds: f64) {
+        let seconds = if seconds > 0.0 { seconds } else { 0.0 };
+        self.threshold.store(seconds.to_bits(), Relaxed);
+    }
+
+    /// A callback starts at `t0` (loop thread): its sequence number.
+    #[inline]
+    pub(crate) fn begin(&self, t0: f64) -> u64 {
+        let seq = self.seq.load(Relaxed).wrapping_add(1);
+        self.since.store(t0.to_bits(), Release);
+        self.seq.store(seq, Release);
+        seq
+    }
+
+    /// No callback is running (loop thread).
+    #[inline]
+    pub(crate) fn end(&self) {
+        self.since.store(0, Release);
+    }
+
+    /// Watchdog: the running callback's `seq` if it has run for at least
+    /// the threshold by `now` and has not been sampled yet.
+    pub(crate) fn probe(&self, now: f64) -> Option<u64> {
+        let threshold = self.threshold();
+        let seq = self.seq.load(Acquire);
+        let since = self.since.load(Acquire);
+        if threshold <= 0.0 || since == 0 || self.seq.load(Acquire) != seq {
+            return None;
+        }
+        if seq == self.sampled.load(Relaxed) || now - f64::from_bits(since) < threshold {
+            return None;
+        }
+        Some(seq)
+    }
+
+    /// Watchdog: keep `stack` as the sample of callback `seq`, if that
+    /// callback is still the one running.
+    pub(crate) fn store_sample(&self, seq: u64, stack: Py<PyAny>) -> bool {
+        if self.since.load(Acquire) == 0 || self.seq.load(Acquire) != seq {
+            return false;
+        }
+        self.sampled.store(seq, Relaxed);
+        let old = self.sample.lock().replace((seq, stack));
+        drop(old); // unlocked
+        true
+    }
+
+    /// Loop thread, reporting callback `seq`: its sample, if one was taken
+    /// (`u64::MAX`: whatever is kept, to drop it).
+    pub(crate) fn take_sample(&self, seq: u64) -> Option<Py<PyAny>> {
+        let kept = self.sample.lock().take()?;
+        (kept.0 == seq || seq == u64::MAX).then_some(kept.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_contiguous_and_bounded() {
+        let mut last = 0;
+        for ns in 0..100_000u64 {
+            let b = bucket_of(ns);
+            assert!(b == last || b == last + 1, "{ns}: {last} -> {b}");
+            let (lo, width) = bucket_bounds(b);
+            assert!(
+                lo <= ns && ns < lo + width,
+                "{ns} not in bucket {b} ({lo}, {width})"
+            );
+            last = b;
+        }
+        for exp in 4..=MAX_EXP {
+            let ns = 1u64 << exp;
+            let (lo, width) = bucket_bounds(bucket_of(ns));
+            assert_eq!(lo, ns);
+            assert!(width * 8 <= ns);
+        }
+        assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
+        assert_eq!(bucket_of((1u64 << (MAX_EXP + 1)) - 1), BUCKETS - 1);
+    }
+
+    #[test]
+    fn histogram_records_weights_and_max() {
+        let h = Histogram::default();
+        h.record(1_000, 3);
+        h.record(50_000_000, 1);
+        let (count, sum, max, buckets) = h.snapshot();
+        assert_eq!(count, 4);
+        assert_eq!(sum, 3_000 + 50_000_000);
+        assert_eq!(max, 50_000_000);
+        assert_eq!(buckets.len(), 2);
+        assert_eq!(buckets[0], (bucket_of(1_000), 3));
+        h.reset();
+        assert_eq!(h.snapshot().0, 0);
+    }
+}
