@@ -1,0 +1,180 @@
+"""Medians over rounds, and the text tables of the echo benchmark."""
+
+from __future__ import annotations
+
+import statistics
+
+from measure import CEILING, Workload
+
+REFERENCE, BASELINE = "ferroloop", "uvloop"
+SATURATED = 0.9  # busy fraction of a core above which the client's side is saturated
+CPU_FIGURES = {  # result key -> column title; see measure.measure
+    "client_cpu": "client process",
+    "client_load": "client core",
+    "server_cpu": "server process",
+    "server_load": "server core",
+    "machine_busy": "both CPUs",
+    "other_cpu": "other processes",
+}
+DISTURBED = 0.15  # cores used by other processes above which a run is flagged
+
+
+def size_label(size: int) -> str:
+    return f"{size // 1024}KiB" if size % 1024 == 0 else f"{size}B"
+
+
+def si(value: float) -> str:
+    for factor, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= factor:
+            return f"{value / factor:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _cell(runs: list[dict]) -> dict:
+    rates = [run["rps"] for run in runs if "rps" in run]
+    cell = {
+        "ok": len(rates),
+        "failed": len(runs) - len(rates),
+        "errors": sorted({run["error"] for run in runs if "error" in run}),
+    }
+    if rates:
+        cell.update(median=statistics.median(rates), min=min(rates), max=max(rates))
+    for side in CPU_FIGURES:
+        values = [run[side] for run in runs if side in run]
+        if values:
+            cell[f"{side}_median"] = statistics.median(values)
+            cell[f"{side}_max"] = max(values)
+    return cell
+
+
+def summarize(results: list[dict], loops: list[str], workloads: list[Workload]) -> dict:
+    """{"rows": [{mode, size, concurrency, loops: {loop: cell}}], "ceiling": [...]}."""
+
+    def runs(loop_name, size, concurrency, mode=None):
+        return [
+            x
+            for x in results
+            if x["loop"] == loop_name
+            and x["size"] == size
+            and x["concurrency"] == concurrency
+            and (mode is None or x["mode"] == mode)
+        ]
+
+    rows = [
+        {
+            "mode": w.mode,
+            "size": w.size,
+            "concurrency": w.concurrency,
+            "loops": {name: _cell(runs(name, w.size, w.concurrency, w.mode)) for name in loops},
+        }
+        for w in workloads
+    ]
+    shapes = dict.fromkeys((w.size, w.concurrency) for w in workloads)
+    ceiling = [
+        {"size": size, "concurrency": c, **_cell(runs(CEILING, size, c))} for size, c in shapes
+    ]
+    return {"rows": rows, "ceiling": ceiling}
+
+
+def _ceiling_of(summary: dict, size: int, concurrency: int) -> dict:
+    for cell in summary["ceiling"]:
+        if cell["size"] == size and cell["concurrency"] == concurrency:
+            return cell
+    return {"ok": 0}
+
+
+def _loop_cell(cell: dict, ceiling: dict) -> str:
+    if not cell["ok"]:
+        return "FAILED"
+    text = si(cell["median"])
+    if ceiling["ok"]:
+        text += f" {100 * cell['median'] / ceiling['median']:3.0f}%"
+    if cell.get("client_load_max", 0) > SATURATED:
+        text += "*"
+    return text + ("!" if cell["failed"] else "")
+
+
+def _ratio(cells: dict) -> str:
+    if REFERENCE not in cells or BASELINE not in cells:
+        return "n/a"
+    ref, base = cells[REFERENCE], cells[BASELINE]
+    return f"{ref['median'] / base['median']:.2f}x" if ref["ok"] and base["ok"] else "n/a"
+
+
+def _columns(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(text.ljust(width) for text, width in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def format_table(summary: dict, loops: list[str]) -> str:
+    ratio = REFERENCE in loops and BASELINE in loops
+    header = ["mode", "size", "conc", *loops, "ceiling"]
+    header += [f"{REFERENCE}/{BASELINE}"] if ratio else []
+    rows = [header]
+    for row in summary["rows"]:
+        ceiling = _ceiling_of(summary, row["size"], row["concurrency"])
+        line = [row["mode"], size_label(row["size"]), str(row["concurrency"])]
+        line += [_loop_cell(row["loops"][name], ceiling) for name in loops]
+        line += [_loop_cell(ceiling, {"ok": 0})]
+        rows.append(line + ([_ratio(row["loops"])] if ratio else []))
+    return _columns(rows)
+
+
+def format_cpu(summary: dict, pinned: bool) -> str:
+    """Median CPU busy fractions, by concurrency, for the Python servers and the ceiling."""
+    figures = [k for k in CPU_FIGURES if pinned or k not in ("client_load", "server_load")]
+    groups: dict[tuple[int, str], dict[str, list[float]]] = {}
+    cells = [
+        (row["concurrency"], "Python", c) for row in summary["rows"] for c in row["loops"].values()
+    ]
+    cells += [(cell["concurrency"], CEILING, cell) for cell in summary["ceiling"]]
+    for concurrency, group, cell in cells:
+        values = groups.setdefault((concurrency, group), {})
+        for figure in figures:
+            if f"{figure}_median" in cell:
+                values.setdefault(figure, []).append(cell[f"{figure}_median"])
+    rows = [["conc", "servers"] + [CPU_FIGURES[figure] for figure in figures]]
+    for (concurrency, group), values in sorted(groups.items()):
+        rows.append([str(concurrency), group] + [_spread(values.get(f, [])) for f in figures])
+    return _columns(rows)
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    return f"{statistics.median(values):.2f} (max {max(values):.2f})"
+
+
+def legend(pinned: bool) -> str:
+    client = "its core (CPU 1) was" if pinned else "its process was"
+    return (
+        "Cells: median requests/s over rounds, and its share of the ceiling (pure-Rust\n"
+        "one-thread echo-server, same size and concurrency). * = the client's side was\n"
+        f"saturated in some round ({client} over {SATURATED:.0%} busy): that figure is\n"
+        "client-bound, a lower bound for the server. ! = some rounds failed."
+    )
+
+
+def cpu_legend(pinned: bool) -> str:
+    text = (
+        "CPU busy fractions over the measured windows (1.00 = one core), median over\n"
+        "cells (max over cells). Process figures leave out the kernel's loopback TCP\n"
+        "work (softirq), which 'both CPUs' counts"
+    )
+    if pinned:
+        return text + "; 'client core' / 'server core' are CPUs 1 / 0 in full:"
+    return text + "; --taskset adds each side's core in full:"
+
+
+def disturbance(results: list[dict]) -> str:
+    """A warning when other processes used CPU during the measurements."""
+    other = [run["other_cpu"] for run in results if "other_cpu" in run]
+    if not other or statistics.median(other) <= DISTURBED:
+        return ""
+    return (
+        f"WARNING: other processes used {statistics.median(other):.2f} cores (median; max "
+        f"{max(other):.2f}) during the measurements: the figures are disturbed, rerun on a "
+        "quiet machine."
+    )
