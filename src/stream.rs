@@ -343,7 +343,13 @@ impl StreamCore {
             // before the protocol runs again (it may resize its buffer).
             unsafe {
                 if ffi::PyObject_GetBuffer(buf.as_ptr(), &mut view, ffi::PyBUF_WRITABLE) < 0 {
-                    Err(PyErr::fetch(py))
+                    // socket.recv_into's own error for anything but a
+                    // writable buffer.
+                    drop(PyErr::fetch(py));
+                    Err(PyTypeError::new_err(format!(
+                        "recv_into() argument 'buffer' must be read-write bytes-like object, not {}",
+                        buf.get_type().name()?
+                    )))
                 } else {
                     let r = recv_into_ptr(slf.get().fd, view.buf.cast(), view.len as usize)
                         .map_err(|e| os_error(py, e));
@@ -617,7 +623,17 @@ impl StreamCore {
         let py = slf.py();
         let this = slf.get();
         check_write_type(data)?;
-        let view = ByteView::new(data)?;
+        let view = match ByteView::new(data) {
+            Ok(view) => view,
+            Err(err) => {
+                // A non-contiguous memoryview: asyncio's send fails with
+                // this error, which closes the transport.
+                if !this.check_writable(py, "write", data.len()? == 0)? {
+                    return Ok(());
+                }
+                return Self::fatal_error(slf, err, "Fatal write error on socket transport");
+            }
+        };
         let bytes = view.as_slice();
         if !this.check_writable(py, "write", bytes.is_empty())? {
             return Ok(());
