@@ -611,7 +611,7 @@ impl CoreLoop {
     /// Run the batch timing each callback: debug mode (asyncio's
     /// `slow_callback_duration` warnings) and/or ferroloop's slow-callback
     /// reports (`threshold` > 0). `t0`: when the batch started.
-    #[cold]
+    #[inline(never)]
     fn run_batch_timed(
         slf: &Bound<'_, Self>,
         batch: &mut VecDeque<Py<Handle>>,

@@ -15,13 +15,26 @@ from asyncio import unix_events as _unix_events
 
 from ._ferroloop import Handle, TimerHandle
 from ._loop import Loop
+from ._telemetry import LagStats, LoopStats, SlowCallback
 
-__all__ = ["EventLoopPolicy", "Handle", "Loop", "TimerHandle", "install", "new_event_loop", "run"]
+__all__ = [
+    "EventLoopPolicy",
+    "Handle",
+    "LagStats",
+    "Loop",
+    "LoopStats",
+    "SlowCallback",
+    "TimerHandle",
+    "install",
+    "new_event_loop",
+    "run",
+]
 __version__ = "0.1.0"
 
 
 def new_event_loop() -> Loop:
-    """Return a new ferroloop event loop."""
+    """Return a new ferroloop event loop (with slow-callback reports on if
+    FERROLOOP_SLOW_CALLBACK_MS is set: see docs/telemetry.md)."""
     return Loop()
 
 

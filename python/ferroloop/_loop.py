@@ -117,9 +117,9 @@ class Loop(CoreLoop, TransportFactories, unix_events.SelectorEventLoop):
     _slow_watchdog: Watchdog | None = None
 
     def __init__(self) -> None:
+        threshold = threshold_from_env()  # FERROLOOP_SLOW_CALLBACK_MS
         unix_events.SelectorEventLoop.__init__(self, _SelectorView(self))
         self._set_internal_fd(self._ssock.fileno())
-        threshold = threshold_from_env()
         if threshold is not None:
             self.set_slow_callback_threshold(threshold)
 

@@ -185,7 +185,7 @@ def threshold_from_env() -> float | None:
             f"{ENV_SLOW_CALLBACK_MS}={text!r} is not a positive number of milliseconds; "
             "slow-callback reports stay off",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         return None
     return ms / 1000
