@@ -1794,3 +1794,48 @@ def test_write_of_a_non_contiguous_memoryview(any_loop, handler_calls):
     assert len(handler_calls) == 1
     assert handler_calls[0]["message"] == "Fatal write error on socket transport"
     assert handler_calls[0]["exception"] is exc
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_keyboard_interrupt_and_system_exit_in_data_received_propagate(any_loop, exc_type):
+    """Unlike other exceptions, these are not handed to the exception handler:
+    they propagate out of run_until_complete, and the loop stays usable."""
+
+    class Interrupting(Recorder):
+        def data_received(self, data):
+            super().data_received(data)
+            raise exc_type("from data_received")
+
+    async def setup():
+        protos = []
+
+        def factory():
+            protos.append(Interrupting(any_loop))
+            return protos[-1]
+
+        server = await any_loop.create_server(factory, HOST, 0)
+        tr, client = await any_loop.create_connection(
+            lambda: Recorder(any_loop), *server.sockets[0].getsockname()
+        )
+        await wait_until(lambda: protos and protos[0].transport is not None)
+        return server, tr, client, protos[0]
+
+    server, tr, client, sproto = run(any_loop, setup())
+    tr.write(b"interrupt me")
+    never = any_loop.create_future()
+    timer = any_loop.call_later(3, never.set_result, "not interrupted")
+    try:
+        with pytest.raises(exc_type, match="from data_received"):
+            any_loop.run_until_complete(never)
+    finally:
+        timer.cancel()
+
+    async def cleanup():
+        tr.close()
+        sproto.transport.close()
+        server.close()
+        await server.wait_closed()
+        await client.lost
+        return "usable"
+
+    assert run(any_loop, cleanup()) == "usable"
