@@ -1839,3 +1839,53 @@ def test_keyboard_interrupt_and_system_exit_in_data_received_propagate(any_loop,
         return "usable"
 
     assert run(any_loop, cleanup()) == "usable"
+
+
+@pytest.mark.parametrize("keep_open", [1, "yes", [0]], ids=["int", "str", "list"])
+def test_eof_received_truthy_value_keeps_the_transport_open(any_loop, keep_open):
+    async def main():
+        async with tcp_pair(
+            any_loop, server_factory=lambda: Recorder(any_loop, keep_open=keep_open)
+        ) as (tr, client, sproto, _server):
+            tr.write_eof()
+            await sproto.eof
+            await asyncio.sleep(0.05)
+            assert not sproto.transport.is_closing()
+            assert sproto.events == ["made", "eof"]
+            sproto.transport.write(b"still open")
+            await wait_until(lambda: client.data == b"still open")
+
+    run(any_loop, main())
+
+
+def test_write_buffer_limits_reset_to_the_defaults(any_loop):
+    async def main():
+        async with tcp_pair(any_loop) as (tr, _client, _sproto, _server):
+            initial = tr.get_write_buffer_limits()
+            tr.set_write_buffer_limits(high=10_000, low=2_000)
+            tr.set_write_buffer_limits()
+            return initial, tr.get_write_buffer_limits()
+
+    initial, after = run(any_loop, main())
+    assert after == initial
+
+
+def test_pause_writing_only_above_the_high_water_mark(any_loop):
+    payload = pattern(16 * MB, seed=18)
+
+    async def main():
+        async with raw_peer(any_loop, lambda: FlowClient(any_loop)) as (tr, client, peer):
+            tr.set_write_buffer_limits(high=256 * MB)
+            tr.write(payload)  # fills the kernel buffers; the rest is buffered
+            size = tr.get_write_buffer_size()
+            assert size > 0
+            tr.set_write_buffer_limits(high=size, low=0)
+            assert client.flow == []  # size == high: not above it
+            tr.set_write_buffer_limits(high=size - 1, low=0)
+            assert client.flow == [("pause", size)]
+            got = await recv_exactly(any_loop, peer, len(payload))
+            assert got == payload
+            await wait_until(lambda: len(client.flow) == 2)
+            assert client.flow[1] == ("resume", 0)
+
+    run(any_loop, main())
