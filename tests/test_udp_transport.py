@@ -761,3 +761,63 @@ def test_set_protocol_redirects_datagrams(any_loop):
         assert not first.lost.done()
 
     run(any_loop, main())
+
+
+def test_exception_in_error_received(any_loop, handler_calls):
+    class Bad(Recorder):
+        def error_received(self, exc):
+            super().error_received(exc)
+            raise ValueError("in error_received")
+
+    port = closed_udp_port()
+
+    async def main():
+        tr, proto = await any_loop.create_datagram_endpoint(
+            lambda: Bad(any_loop), remote_addr=(HOST, port)
+        )
+        try:
+            tr.sendto(b"to nobody")
+            await wait_until(lambda: handler_calls)
+            # reported; the endpoint stays open and usable
+            assert not tr.is_closing()
+            rx, prx = await endpoint(any_loop, local_addr=(HOST, port))
+            try:
+                tr.sendto(b"to somebody")
+                await wait_until(lambda: prx.datagrams)
+                assert prx.datagrams[0][0] == b"to somebody"
+            finally:
+                rx.close()
+            assert not proto.lost.done()
+        finally:
+            tr.close()
+
+    run(any_loop, main())
+    assert handler_calls
+    assert all(str(c.get("exception")) == "in error_received" for c in handler_calls)
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_keyboard_interrupt_in_datagram_received_propagates(any_loop, exc_type):
+    class Interrupting(Recorder):
+        def datagram_received(self, data, addr):
+            super().datagram_received(data, addr)
+            raise exc_type("from datagram_received")
+
+    async def setup():
+        return await any_loop.create_datagram_endpoint(
+            lambda: Interrupting(any_loop), local_addr=(HOST, 0)
+        )
+
+    tr, _ = run(any_loop, setup())
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    never = any_loop.create_future()
+    timer = any_loop.call_later(3, never.set_result, "not interrupted")
+    try:
+        tx.sendto(b"interrupt", tr.get_extra_info("sockname"))
+        with pytest.raises(exc_type, match="from datagram_received"):
+            any_loop.run_until_complete(never)
+    finally:
+        timer.cancel()
+        tx.close()
+        tr.close()
+    assert run(any_loop, asyncio.sleep(0.01, "usable")) == "usable"
