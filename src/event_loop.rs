@@ -416,22 +416,17 @@ impl CoreLoop {
     /// Queue the timers due by `now`, then take everything ready as this
     /// iteration's batch (callbacks scheduled while it runs wait for the
     /// next iteration, as in asyncio). The live due timers are the batch's
-    /// last entries; their number is returned. Lag: each timer ran
-    /// `now - when` late; every other handle waited at most `ready_lag`.
-    /// Cancelled due timers go to `dead`, to be released unlocked.
+    /// last entries; their number is returned, and their lag (`now - when`)
+    /// recorded. Cancelled due timers go to `dead`, to be released unlocked.
     fn take_batch(
         &self,
         st: &mut LoopState,
         now: f64,
-        ready_lag: f64,
         batch: &mut VecDeque<Py<Handle>>,
         dead: &mut Vec<Py<Handle>>,
     ) -> usize {
         let lag = &self.stats.lag;
         let others = st.ready.len();
-        if others != 0 {
-            lag.record(nanos(ready_lag), others as u64);
-        }
         let end_time = now + CLOCK_RESOLUTION;
         while let Some(entry) = st.timers.pop_due(end_time) {
             let timer = entry.handle.get();
@@ -506,20 +501,14 @@ impl CoreLoop {
                 .next_deadline()
                 .map(|when| Duration::from_secs_f64((when - now).clamp(0.0, MAX_POLL_SECONDS)))
         };
-        // Without blocking, what is ready now may have become ready at any
-        // time since the last batch started: that is the bound on its lag.
-        // After blocking, it became ready while the loop waited: no lag.
+        // Busy: the poll does not block.
         let busy = timeout == Some(Duration::ZERO);
         let skip_poll =
             busy && !st.watches_program_fds() && now - rs.last_poll < BUSY_POLL_INTERVAL;
-        let ready_lag = |now: f64| match rs.batch_start {
-            Some(start) if busy => now - start,
-            _ => 0.0,
-        };
         let timers;
         if skip_poll {
             // Busy and nothing of the program's to poll: one lock does it all.
-            timers = this.take_batch(&mut st, now, ready_lag(now), &mut rs.batch, &mut rs.dead);
+            timers = this.take_batch(&mut st, now, &mut rs.batch, &mut rs.dead);
             drop(st);
             purged.into_iter().for_each(release);
         } else {
@@ -545,16 +534,17 @@ impl CoreLoop {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals()?,
                 Err(e) => return Err(e.into()),
             }
-            let lag = ready_lag(now);
-            timers = this.take_batch(
-                &mut this.state.lock(),
-                now,
-                lag,
-                &mut rs.batch,
-                &mut rs.dead,
-            );
+            timers = this.take_batch(&mut this.state.lock(), now, &mut rs.batch, &mut rs.dead);
         }
         rs.dead.drain(..).for_each(release);
+        // Lag of the non-timer callbacks. When the loop was busy, what is
+        // ready now may have been scheduled (or its fd become ready) at any
+        // time since the last batch started: the bound on how long it
+        // waited. After blocking, it became ready while the loop waited.
+        let ready_lag = match rs.batch_start {
+            Some(start) if busy => now - start,
+            _ => 0.0,
+        };
         rs.batch_start = Some(now);
         if rs.batch.is_empty() {
             return Ok(());
@@ -570,6 +560,11 @@ impl CoreLoop {
             Self::run_batch(py, &mut rs.batch, timers, &mut tally)
         };
         stats.add_tally(&tally);
+        let others = tally.callbacks - tally.timers_fired;
+        if others != 0 {
+            // Each callback run that was not a timer waited at most this.
+            stats.lag.record(nanos(ready_lag), others);
+        }
         if let Err(e) = outcome {
             // KeyboardInterrupt/SystemExit: what was not run stays queued,
             // in order, as with asyncio's deque.

@@ -112,7 +112,9 @@ def test_cancelled_callbacks_are_not_counted(loop):
     for h in handles[::2]:
         h.cancel()
     run_callbacks(loop)
-    assert loop.stats().callbacks == 5 + 1
+    stats = loop.stats()
+    assert stats.callbacks == 5 + 1
+    assert stats.lag.count == stats.callbacks  # a sample per callback run
 
 
 def test_callbacks_scheduled_by_callbacks_run_in_later_iterations(loop):
