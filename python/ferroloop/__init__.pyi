@@ -8,10 +8,24 @@ from typing import Any, TypeVar
 from ._ferroloop import Handle as Handle
 from ._ferroloop import TimerHandle as TimerHandle
 from ._loop import Loop as Loop
+from ._telemetry import LagStats as LagStats
+from ._telemetry import LoopStats as LoopStats
+from ._telemetry import SlowCallback as SlowCallback
 
 _T = TypeVar("_T")
 
-__all__ = ["EventLoopPolicy", "Handle", "Loop", "TimerHandle", "install", "new_event_loop", "run"]
+__all__ = [
+    "EventLoopPolicy",
+    "Handle",
+    "LagStats",
+    "Loop",
+    "LoopStats",
+    "SlowCallback",
+    "TimerHandle",
+    "install",
+    "new_event_loop",
+    "run",
+]
 __version__: str
 
 def new_event_loop() -> Loop: ...
