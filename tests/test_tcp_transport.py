@@ -1249,7 +1249,16 @@ def test_a_thousand_connections_leak_no_fd(any_loop, handler_calls, who_closes):
     assert handler_calls == []
 
 
-def test_unclosed_transport_resource_warning(any_loop):
+@pytest.mark.parametrize("client_kind", ["plain", "holds-transport", "buffered"])
+def test_unclosed_transport_resource_warning(any_loop, client_kind):
+    # "holds-transport": the protocol keeps its transport, a reference cycle
+    # through the transport that only the garbage collector can break.
+    client_factory = {
+        "plain": asyncio.Protocol,
+        "holds-transport": lambda: Recorder(any_loop),
+        "buffered": lambda: BufferedRecorder(any_loop),
+    }[client_kind]
+
     async def open_and_drop():
         server_protocols = []
 
@@ -1258,12 +1267,13 @@ def test_unclosed_transport_resource_warning(any_loop):
             return server_protocols[-1]
 
         server = await any_loop.create_server(factory, HOST, 0)
-        tr, _ = await any_loop.create_connection(asyncio.Protocol, *server.sockets[0].getsockname())
-        # Paused, the loop holds no reference to the transport; the plain
-        # asyncio.Protocol keeps none either.
+        tr, proto = await any_loop.create_connection(
+            client_factory, *server.sockets[0].getsockname()
+        )
+        # Paused, the loop holds no reference to the transport.
         tr.pause_reading()
         ref = weakref.ref(tr)
-        del tr
+        del tr, proto
         await wait_until(lambda: server_protocols)
         return server, server_protocols[0], ref
 
@@ -1889,3 +1899,42 @@ def test_pause_writing_only_above_the_high_water_mark(any_loop):
             assert client.flow[1] == ("resume", 0)
 
     run(any_loop, main())
+
+
+def test_closed_transports_and_protocols_are_freed(any_loop):
+    refs = []
+
+    class Tracked(Recorder):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            refs.append(weakref.ref(self))
+            refs.append(weakref.ref(transport))
+
+    async def main():
+        server_protos = []
+
+        def factory():
+            server_protos.append(Tracked(any_loop))
+            return server_protos[-1]
+
+        server = await any_loop.create_server(factory, HOST, 0)
+        addr = server.sockets[0].getsockname()
+        for i in range(50):
+            tr, proto = await any_loop.create_connection(lambda: Tracked(any_loop), *addr)
+            tr.write(b"x" * i)
+            if i % 2:
+                tr.close()
+            else:
+                tr.abort()
+            await proto.lost
+        await wait_until(lambda: len(refs) == 200)
+        await wait_until(lambda: all(p.lost.done() for p in server_protos))
+        server_protos.clear()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.01)
+
+    run(any_loop, main())
+    gc.collect()
+    alive = [r() for r in refs if r() is not None]
+    assert alive == []

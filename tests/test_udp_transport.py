@@ -14,6 +14,7 @@ import os
 import socket
 import stat
 import sys
+import weakref
 
 import pytest
 from support import open_fd_count
@@ -821,3 +822,29 @@ def test_keyboard_interrupt_in_datagram_received_propagates(any_loop, exc_type):
         tx.close()
         tr.close()
     assert run(any_loop, asyncio.sleep(0.01, "usable")) == "usable"
+
+
+def test_closed_endpoints_and_protocols_are_freed(any_loop):
+    refs = []
+
+    async def main():
+        rx, prx = await endpoint(any_loop, local_addr=(HOST, 0))
+        addr = rx.get_extra_info("sockname")
+        for i in range(50):
+            tr, proto = await endpoint(any_loop, remote_addr=addr)
+            refs.extend([weakref.ref(tr), weakref.ref(proto)])
+            tr.sendto(b"%d" % i)
+            await wait_until(lambda i=i: len(prx.datagrams) == i + 1)
+            rx.sendto(b"back", tr.get_extra_info("sockname"))
+            await wait_until(lambda proto=proto: proto.datagrams)
+            if i % 2:
+                tr.close()
+            else:
+                tr.abort()
+            await proto.lost
+        rx.close()
+        await prx.lost
+
+    run(any_loop, main())
+    gc.collect()
+    assert [r() for r in refs if r() is not None] == []
