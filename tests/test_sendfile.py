@@ -472,7 +472,7 @@ def test_sendfile_over_tls_needs_the_fallback(any_loop, data_file, content, tls_
             return sprotos[-1]
 
         server = await any_loop.create_server(factory, HOST, 0, ssl=server_ctx)
-        tr, _ = await any_loop.create_connection(
+        tr, client = await any_loop.create_connection(
             lambda: Collector(any_loop),
             *server.sockets[0].getsockname(),
             ssl=client_ctx,
@@ -486,8 +486,12 @@ def test_sendfile_over_tls_needs_the_fallback(any_loop, data_file, content, tls_
             return sent, bytes(sprotos[0].data)
         finally:
             tr.close()
+            for p in sprotos:
+                p.transport.close()
             server.close()
             await server.wait_closed()
+            # let the TLS shutdowns finish before the loop is closed
+            await asyncio.gather(client.lost, *(p.lost for p in sprotos))
 
     sent, got = run(any_loop, main(), timeout=15)
     assert sent == MB
