@@ -29,7 +29,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::handles::{gc_untrack, release, Handle, TimerHandle};
 use crate::poller::{Poller, Ready, READABLE, WRITABLE};
-use crate::stats::{bump, nanos, IterationTally, LoopStats, SlowWatch};
+use crate::stats::{bump, nanos, CycleClock, IterationTally, LoopStats, SlowWatch};
 use crate::timers::{monotonic, TimerHeap, CLOCK_RESOLUTION};
 
 /// asyncio never sleeps longer than a day in one poll.
@@ -555,7 +555,7 @@ impl CoreLoop {
         let threshold = this.slow.threshold();
         let mut tally = IterationTally::default();
         let outcome = if debug || threshold > 0.0 {
-            Self::run_batch_timed(slf, &mut rs.batch, timers, now, threshold, &mut tally)
+            Self::run_batch_timed(slf, &mut rs.batch, timers, threshold, &mut tally)
         } else {
             Self::run_batch(py, &mut rs.batch, timers, &mut tally)
         };
@@ -603,21 +603,27 @@ impl CoreLoop {
         Ok(())
     }
 
-    /// Run the batch timing each callback: debug mode (asyncio's
-    /// `slow_callback_duration` warnings) and/or ferroloop's slow-callback
-    /// reports (`threshold` > 0). `t0`: when the batch started.
+    /// Run the batch timing each callback: ferroloop's slow-callback reports
+    /// (`threshold` > 0, timed with the cycle counter) and/or debug mode
+    /// (asyncio's `slow_callback_duration` warnings, timed as asyncio does).
     #[inline(never)]
     fn run_batch_timed(
         slf: &Bound<'_, Self>,
         batch: &mut VecDeque<Py<Handle>>,
         timers: usize,
-        mut t0: f64,
         threshold: f64,
         tally: &mut IterationTally,
     ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let watch = &this.slow;
+        let clock = CycleClock::get(py);
+        let limit = if threshold > 0.0 {
+            watch.threshold_ticks()
+        } else {
+            u64::MAX
+        };
+        let mut t0 = clock.now();
         let result = (|| {
             while let Some(handle) = batch.pop_front() {
                 let is_timer = u64::from(batch.len() < timers);
@@ -629,37 +635,28 @@ impl CoreLoop {
                 }
                 tally.callbacks += 1;
                 tally.timers_fired += is_timer;
-                let debug = this.debug.load(Ordering::Relaxed);
-                if debug {
-                    // asyncio's default exception handler reports where the
-                    // running handle was created, through `_current_handle`.
-                    slf.setattr("_current_handle", h)?;
-                    t0 = monotonic();
+                if this.debug.load(Ordering::Relaxed) {
+                    let seq = watch.begin(clock.now());
+                    let (outcome, slow) = Self::run_debug(slf, h, threshold, seq);
+                    watch.end();
+                    tally.slow_callbacks += u64::from(slow);
+                    release(handle);
+                    outcome?;
+                    t0 = clock.now();
+                    continue;
                 }
-                let seq = if threshold > 0.0 { watch.begin(t0) } else { 0 };
+                let seq = watch.begin(t0);
                 let (outcome, callback) = Handle::run_keep(h);
-                let t1 = monotonic();
-                let dt = t1 - t0;
-                t0 = t1;
-                if debug {
-                    slf.setattr("_current_handle", py.None())?;
-                    let slow: f64 = slf.getattr("slow_callback_duration")?.extract()?;
-                    if dt >= slow {
-                        crate::handles::glue(py, "log_slow_callback")?.call1((h, dt))?;
-                    }
-                }
-                if threshold > 0.0 && dt >= threshold {
+                let mut t1 = clock.now();
+                let ran = t1.wrapping_sub(t0);
+                if ran >= limit {
                     tally.slow_callbacks += 1;
                     watch.end();
-                    let sample = watch.take_sample(seq);
-                    let report = crate::handles::glue(py, "report_slow_callback")?
-                        .call1((slf, h, callback, dt, threshold, sample));
-                    if let Err(e) = report {
-                        e.write_unraisable(py, Some(h.as_any()));
-                    }
+                    Self::report_slow(slf, h, callback, clock.seconds(ran), threshold, seq);
                     // Reporting is not the next callback's time.
-                    t0 = monotonic();
+                    t1 = clock.now();
                 }
+                t0 = t1;
                 release(handle);
                 outcome?;
             }
@@ -667,6 +664,62 @@ impl CoreLoop {
         })();
         watch.end();
         result
+    }
+
+    /// Debug mode: run one handle as asyncio's `_run_once` does (with
+    /// `_current_handle` set, warning past `slow_callback_duration`), and
+    /// report it to ferroloop's slow-callback log too if that is on (true
+    /// if it did).
+    fn run_debug(
+        slf: &Bound<'_, Self>,
+        h: &Bound<'_, Handle>,
+        threshold: f64,
+        seq: u64,
+    ) -> (PyResult<()>, bool) {
+        let py = slf.py();
+        let run = || -> PyResult<bool> {
+            // asyncio's default exception handler reports where the running
+            // handle was created, through `_current_handle`.
+            slf.setattr("_current_handle", h)?;
+            let t0 = monotonic();
+            let (outcome, callback) = Handle::run_keep(h);
+            let dt = monotonic() - t0;
+            slf.setattr("_current_handle", py.None())?;
+            let slow: f64 = slf.getattr("slow_callback_duration")?.extract()?;
+            if dt >= slow {
+                crate::handles::glue(py, "log_slow_callback")?.call1((h, dt))?;
+            }
+            let reported = threshold > 0.0 && dt >= threshold;
+            if reported {
+                Self::report_slow(slf, h, callback, dt, threshold, seq);
+            }
+            outcome.map(|()| reported)
+        };
+        match run() {
+            Ok(reported) => (Ok(()), reported),
+            Err(e) => (Err(e), false),
+        }
+    }
+
+    /// Log one slow callback (`ferroloop._telemetry.report_slow_callback`),
+    /// with the watchdog's sample of callback `seq` if it took one.
+    #[cold]
+    fn report_slow(
+        slf: &Bound<'_, Self>,
+        h: &Bound<'_, Handle>,
+        callback: Option<Py<PyAny>>,
+        seconds: f64,
+        threshold: f64,
+        seq: u64,
+    ) {
+        let py = slf.py();
+        let this = slf.get();
+        let sample = this.slow.take_sample(seq);
+        let report = crate::handles::glue(py, "report_slow_callback")
+            .and_then(|f| f.call1((slf, h, callback, seconds, threshold, sample)));
+        if let Err(e) = report {
+            e.write_unraisable(py, Some(h.as_any()));
+        }
     }
 }
 
@@ -944,7 +997,7 @@ impl CoreLoop {
             })
         };
         self.stats.heap_cancelled.store(0, Ordering::Relaxed);
-        self.slow.set_threshold(0.0);
+        self.slow.turn_off();
         drop(self.slow.take_sample(u64::MAX));
         self.poller.close();
         release_all(ready, timers, fds);
@@ -1030,14 +1083,18 @@ impl CoreLoop {
     }
 
     /// Slow-callback reports: `seconds` > 0 turns them on, 0 off.
-    fn _set_slow_threshold(&self, seconds: f64) {
-        self.slow.set_threshold(seconds);
+    fn _set_slow_threshold(&self, py: Python<'_>, seconds: f64) {
+        if seconds > 0.0 {
+            self.slow.set_threshold(seconds, CycleClock::get(py));
+        } else {
+            self.slow.turn_off();
+        }
     }
 
     /// For the watchdog thread: the sequence number of the callback running
     /// now if it has run for longer than the threshold and has no sample.
-    fn _slow_probe(&self) -> Option<u64> {
-        self.slow.probe(monotonic())
+    fn _slow_probe(&self, py: Python<'_>) -> Option<u64> {
+        self.slow.probe(CycleClock::get(py).now())
     }
 
     /// For the watchdog thread: where callback `seq` is blocked (a stack),

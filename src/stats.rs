@@ -212,6 +212,102 @@ impl LoopStats {
     }
 }
 
+/// The clock that times each callback while slow-callback reports are on:
+/// the CPU's cycle counter where it is a reliable clock (x86-64 when the
+/// kernel itself uses the TSC, aarch64's virtual counter), about three
+/// instructions, against some fifty for `clock_gettime` through the vDSO;
+/// elsewhere `CLOCK_MONOTONIC` in nanoseconds.
+#[derive(Clone, Copy)]
+pub(crate) struct CycleClock {
+    counter: bool,
+    per_second: f64,
+}
+
+impl CycleClock {
+    /// Calibrated once per process (the first time reports are turned on:
+    /// a few milliseconds, without the GIL).
+    pub(crate) fn get(py: Python<'_>) -> CycleClock {
+        static CLOCK: std::sync::OnceLock<CycleClock> = std::sync::OnceLock::new();
+        *CLOCK.get_or_init(|| py.detach(CycleClock::calibrate))
+    }
+
+    fn calibrate() -> CycleClock {
+        let fallback = CycleClock {
+            counter: false,
+            per_second: 1e9,
+        };
+        #[cfg(target_arch = "aarch64")]
+        {
+            let freq: u64;
+            // SAFETY: reading the counter frequency register has no effects.
+            unsafe { std::arch::asm!("mrs {}, cntfrq_el0", out(reg) freq) };
+            if freq > 0 {
+                return CycleClock {
+                    counter: true,
+                    per_second: freq as f64,
+                };
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let source = std::fs::read_to_string(
+                "/sys/devices/system/clocksource/clocksource0/current_clocksource",
+            )
+            .unwrap_or_default();
+            if source.trim() == "tsc" {
+                let (t0, c0) = (crate::timers::monotonic(), read_counter());
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                let (t1, c1) = (crate::timers::monotonic(), read_counter());
+                let per_second = c1.wrapping_sub(c0) as f64 / (t1 - t0);
+                if (1e6..1e11).contains(&per_second) {
+                    return CycleClock {
+                        counter: true,
+                        per_second,
+                    };
+                }
+            }
+        }
+        fallback
+    }
+
+    #[inline(always)]
+    pub(crate) fn now(self) -> u64 {
+        if self.counter {
+            read_counter()
+        } else {
+            (crate::timers::monotonic() * 1e9) as u64
+        }
+    }
+
+    pub(crate) fn ticks(self, seconds: f64) -> u64 {
+        (seconds * self.per_second) as u64
+    }
+
+    pub(crate) fn seconds(self, ticks: u64) -> f64 {
+        ticks as f64 / self.per_second
+    }
+}
+
+#[inline(always)]
+fn read_counter() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: RDTSC has no preconditions.
+        unsafe { std::arch::x86_64::_rdtsc() }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        let v: u64;
+        // SAFETY: reading the virtual counter has no effects.
+        unsafe { std::arch::asm!("mrs {}, cntvct_el0", out(reg) v) };
+        v
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        (crate::timers::monotonic() * 1e9) as u64
+    }
+}
+
 /// Slow-callback reports: the threshold, and what the watchdog thread
 /// (`ferroloop._telemetry`) reads to sample where a callback is blocked.
 ///
@@ -225,9 +321,11 @@ impl LoopStats {
 pub(crate) struct SlowWatch {
     /// Seconds as f64 bits; 0: reports are off.
     threshold: AtomicU64,
+    /// The threshold in `CycleClock` ticks.
+    threshold_ticks: AtomicU64,
     /// Sequence number of the callback running (or last run).
     seq: AtomicU64,
-    /// `monotonic()` when it started, as f64 bits; 0: none is running.
+    /// `CycleClock` ticks when it started; 0: none is running.
     since: AtomicU64,
     /// The last `seq` the watchdog sampled (one sample per callback).
     sampled: AtomicU64,
@@ -240,16 +338,29 @@ impl SlowWatch {
         f64::from_bits(self.threshold.load(Relaxed))
     }
 
-    pub(crate) fn set_threshold(&self, seconds: f64) {
+    /// The threshold in ticks of `clock` (read once per batch).
+    #[inline]
+    pub(crate) fn threshold_ticks(&self) -> u64 {
+        self.threshold_ticks.load(Relaxed)
+    }
+
+    /// `seconds` > 0: reports on; otherwise off.
+    pub(crate) fn set_threshold(&self, seconds: f64, clock: CycleClock) {
         let seconds = if seconds > 0.0 { seconds } else { 0.0 };
+        self.threshold_ticks
+            .store(clock.ticks(seconds).max(1), Relaxed);
         self.threshold.store(seconds.to_bits(), Relaxed);
     }
 
-    /// A callback starts at `t0` (loop thread): its sequence number.
-    #[inline]
-    pub(crate) fn begin(&self, t0: f64) -> u64 {
+    pub(crate) fn turn_off(&self) {
+        self.threshold.store(0, Relaxed);
+    }
+
+    /// A callback starts at `t0` ticks (loop thread): its sequence number.
+    #[inline(always)]
+    pub(crate) fn begin(&self, t0: u64) -> u64 {
         let seq = self.seq.load(Relaxed).wrapping_add(1);
-        self.since.store(t0.to_bits(), Release);
+        self.since.store(t0.max(1), Release);
         self.seq.store(seq, Release);
         seq
     }
@@ -261,15 +372,15 @@ impl SlowWatch {
     }
 
     /// Watchdog: the running callback's `seq` if it has run for at least
-    /// the threshold by `now` and has not been sampled yet.
-    pub(crate) fn probe(&self, now: f64) -> Option<u64> {
-        let threshold = self.threshold();
+    /// the threshold by `now` (ticks) and has not been sampled yet.
+    pub(crate) fn probe(&self, now: u64) -> Option<u64> {
         let seq = self.seq.load(Acquire);
         let since = self.since.load(Acquire);
-        if threshold <= 0.0 || since == 0 || self.seq.load(Acquire) != seq {
+        if self.threshold() <= 0.0 || since == 0 || self.seq.load(Acquire) != seq {
             return None;
         }
-        if seq == self.sampled.load(Relaxed) || now - f64::from_bits(since) < threshold {
+        let ran = now.saturating_sub(since);
+        if seq == self.sampled.load(Relaxed) || ran < self.threshold_ticks() {
             return None;
         }
         Some(seq)
