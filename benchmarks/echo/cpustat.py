@@ -3,11 +3,12 @@
 Figures over a measured window (all in cores: 1.0 = one core busy):
   server_cpu    the server process's CPU time per wall second (it is one thread)
   cpu_busy      each CPU's busy fraction, kernel softirq time included: loopback
-                TCP does much of its work there, which no process is charged for
+                TCP does part of its work there, which no process is charged for
   machine_busy  the mean of cpu_busy
   client_load   the client's side: with --taskset CPU 1 in full, else client_cpu
   server_load   with --taskset only: CPU 0 in full
   other_cpu     CPU time of processes other than client and server (disturbance)
+  steal         CPU time the hypervisor gave to other guests (disturbance)
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ def process_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) * TICK
 
 
-def _cpu_ticks() -> list[tuple[int, int, int]]:
-    """(busy, total, in-process) clock ticks of each CPU; [] off Linux."""
+def _cpu_ticks() -> list[tuple[int, int, int, int]]:
+    """(busy, total, in-process, steal) clock ticks of each CPU; [] off Linux."""
     try:
         with open("/proc/stat") as stat:
             lines = [line.split() for line in stat if line[:3] == "cpu" and line[3].isdigit()]
@@ -38,17 +39,18 @@ def _cpu_ticks() -> list[tuple[int, int, int]]:
         return []
     ticks = []
     for fields in lines:
-        # user nice system idle iowait irq softirq steal (guest is inside user)
-        user, nice, system, idle, iowait, *_ = values = [int(v) for v in fields[1:9]]
-        total = sum(values)
-        ticks.append((total - idle - iowait, total, user + nice + system))
+        # guest time is inside user
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+        in_process = user + nice + system
+        total = in_process + idle + iowait + irq + softirq + steal
+        ticks.append((in_process + irq + softirq, total, in_process, steal))
     return ticks
 
 
 @dataclass(frozen=True)
 class Snapshot:
     server_seconds: float | None
-    cpus: list[tuple[int, int, int]]
+    cpus: list[tuple[int, int, int, int]]
 
 
 def snapshot(server_pid: int) -> Snapshot:
@@ -63,11 +65,11 @@ def figures(before: Snapshot, after: Snapshot, wall: float, client_cpu: float, p
         server_cpu = (after.server_seconds - before.server_seconds) / wall
         out["server_cpu"] = round(server_cpu, 3)
     deltas = [
-        (b1 - b0, t1 - t0, p1 - p0)
-        for (b0, t0, p0), (b1, t1, p1) in zip(before.cpus, after.cpus)
-        if t1 > t0
+        tuple(x1 - x0 for x0, x1 in zip(cpu0, cpu1))
+        for cpu0, cpu1 in zip(before.cpus, after.cpus)
+        if cpu1[1] > cpu0[1]
     ]
-    busy = [round(b / t, 3) for b, t, _ in deltas]
+    busy = [round(d[0] / d[1], 3) for d in deltas]
     out["cpu_busy"] = busy
     pinned = pinned and len(busy) > 1
     out["client_load"] = busy[1] if pinned else client_cpu
@@ -75,7 +77,9 @@ def figures(before: Snapshot, after: Snapshot, wall: float, client_cpu: float, p
         out["server_load"] = busy[0]
     if deltas:
         out["machine_busy"] = round(statistics.mean(busy), 3)
-        in_processes = sum(p for _, _, p in deltas) / statistics.mean(t for _, t, _ in deltas)
+        tick_per_core = statistics.mean(d[1] for d in deltas)
+        in_processes = sum(d[2] for d in deltas) / tick_per_core
         other = in_processes - client_cpu - (server_cpu or 0.0)
         out["other_cpu"] = round(max(other, 0.0), 3)
+        out["steal"] = round(sum(d[3] for d in deltas) / tick_per_core, 3)
     return out

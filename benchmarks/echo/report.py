@@ -8,15 +8,16 @@ from measure import CEILING, Workload
 
 REFERENCE, BASELINE = "ferroloop", "uvloop"
 SATURATED = 0.9  # busy fraction of a core above which the client's side is saturated
-CPU_FIGURES = {  # result key -> column title; see measure.measure
-    "client_cpu": "client process",
+CPU_FIGURES = {  # result key -> column title; see cpustat
+    "client_cpu": "client proc",
     "client_load": "client core",
-    "server_cpu": "server process",
+    "server_cpu": "server proc",
     "server_load": "server core",
     "machine_busy": "both CPUs",
-    "other_cpu": "other processes",
+    "other_cpu": "other procs",
+    "steal": "steal",
 }
-DISTURBED = 0.15  # cores used by other processes above which a run is flagged
+DISTURBED = 0.15  # cores taken by other processes or the hypervisor: flag the run
 
 
 def size_label(size: int) -> str:
@@ -30,6 +31,11 @@ def si(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _taken(run: dict) -> float:
+    """Cores that other processes and the hypervisor took during one measurement."""
+    return run.get("other_cpu", 0) + run.get("steal", 0)
+
+
 def _cell(runs: list[dict]) -> dict:
     rates = [run["rps"] for run in runs if "rps" in run]
     cell = {
@@ -39,6 +45,7 @@ def _cell(runs: list[dict]) -> dict:
     }
     if rates:
         cell.update(median=statistics.median(rates), min=min(rates), max=max(rates))
+    cell["disturbed"] = sum(_taken(run) > DISTURBED for run in runs)
     for side in CPU_FIGURES:
         values = [run[side] for run in runs if side in run]
         if values:
@@ -91,6 +98,8 @@ def _loop_cell(cell: dict, ceiling: dict) -> str:
         text += f" {100 * cell['median'] / ceiling['median']:3.0f}%"
     if cell.get("client_load_max", 0) > SATURATED:
         text += "*"
+    if cell.get("disturbed"):
+        text += "~"
     return text + ("!" if cell["failed"] else "")
 
 
@@ -153,28 +162,30 @@ def legend(pinned: bool) -> str:
         "Cells: median requests/s over rounds, and its share of the ceiling (pure-Rust\n"
         "one-thread echo-server, same size and concurrency). * = the client's side was\n"
         f"saturated in some round ({client} over {SATURATED:.0%} busy): that figure is\n"
-        "client-bound, a lower bound for the server. ! = some rounds failed."
+        "client-bound, a lower bound for the server. ~ = in some round other processes\n"
+        f"or the hypervisor (steal) took over {DISTURBED} cores. ! = some rounds failed."
     )
 
 
 def cpu_legend(pinned: bool) -> str:
     text = (
-        "CPU busy fractions over the measured windows (1.00 = one core), median over\n"
-        "cells (max over cells). Process figures leave out the kernel's loopback TCP\n"
-        "work (softirq), which 'both CPUs' counts"
+        "CPU over the measured windows in cores (1.00 = one core busy), median over\n"
+        "cells (max over cells). 'proc' is a process's own CPU time; 'both CPUs' also\n"
+        "counts softirq time, where loopback TCP does part of its work"
     )
     if pinned:
-        return text + "; 'client core' / 'server core' are CPUs 1 / 0 in full:"
-    return text + "; --taskset adds each side's core in full:"
+        return text + ";\n'client core' / 'server core' are CPU 1 / CPU 0 in full:"
+    return text + ":"
 
 
 def disturbance(results: list[dict]) -> str:
-    """A warning when other processes used CPU during the measurements."""
-    other = [run["other_cpu"] for run in results if "other_cpu" in run]
-    if not other or statistics.median(other) <= DISTURBED:
+    """A warning when other processes or the hypervisor took CPU during the runs."""
+    taken = [_taken(run) for run in results if "cpu_busy" in run]
+    if not taken or statistics.median(taken) <= DISTURBED:
         return ""
+    disturbed = sum(x > DISTURBED for x in taken)
     return (
-        f"WARNING: other processes used {statistics.median(other):.2f} cores (median; max "
-        f"{max(other):.2f}) during the measurements: the figures are disturbed, rerun on a "
-        "quiet machine."
+        f"WARNING: other processes or the hypervisor took {statistics.median(taken):.2f} "
+        f"cores (median; max {max(taken):.2f}) from the measurements, over {DISTURBED} in "
+        f"{disturbed} of {len(taken)}: the figures are disturbed, rerun on a quiet machine."
     )
