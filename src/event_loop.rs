@@ -29,7 +29,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::handles::{gc_untrack, release, Handle, TimerHandle};
 use crate::poller::{Poller, Ready, READABLE, WRITABLE};
-use crate::stats::{bump, nanos, CycleClock, IterationTally, LoopStats, SlowWatch};
+use crate::stats::{add_seconds, bump, BatchTally, CycleClock, LoopStats, SlowWatch};
 use crate::timers::{monotonic, TimerHeap, CLOCK_RESOLUTION};
 
 /// asyncio never sleeps longer than a day in one poll.
@@ -436,7 +436,7 @@ impl CoreLoop {
                 dead.push(entry.handle);
                 continue;
             }
-            lag.record(nanos(now - entry.when), 1);
+            lag.record(now - entry.when, 1);
             st.ready.push_back(entry.handle);
         }
         let timers = st.ready.len() - others;
@@ -489,7 +489,7 @@ impl CoreLoop {
         // It also ends the previous batch, for the time spent in callbacks.
         let mut now = monotonic();
         if let Some(start) = rs.uncounted.take() {
-            bump(&stats.callback_ns, nanos(now - start));
+            add_seconds(&stats.callback_time, now - start);
         }
         bump(&stats.iterations, 1);
         let mut st = this.state.lock();
@@ -525,7 +525,7 @@ impl CoreLoop {
                 let r = py.detach(|| poller.wait(events, timeout, ready_fds));
                 let before = now;
                 now = monotonic();
-                bump(&stats.poll_ns, nanos(now - before));
+                add_seconds(&stats.poll_time, now - before);
                 rs.last_poll = now;
                 r
             };
@@ -536,7 +536,9 @@ impl CoreLoop {
             }
             timers = this.take_batch(&mut this.state.lock(), now, &mut rs.batch, &mut rs.dead);
         }
-        rs.dead.drain(..).for_each(release);
+        if !rs.dead.is_empty() {
+            rs.dead.drain(..).for_each(release);
+        }
         // Lag of the non-timer callbacks. When the loop was busy, what is
         // ready now may have been scheduled (or its fd become ready) at any
         // time since the last batch started: the bound on how long it
@@ -546,25 +548,21 @@ impl CoreLoop {
             _ => 0.0,
         };
         rs.batch_start = Some(now);
-        if rs.batch.is_empty() {
+        let taken = rs.batch.len();
+        if taken == 0 {
             return Ok(());
         }
         rs.uncounted = Some(now);
 
         let debug = this.debug.load(Ordering::Relaxed);
         let threshold = this.slow.threshold();
-        let mut tally = IterationTally::default();
+        let mut tally = BatchTally::default();
         let outcome = if debug || threshold > 0.0 {
             Self::run_batch_timed(slf, &mut rs.batch, timers, threshold, &mut tally)
         } else {
             Self::run_batch(py, &mut rs.batch, timers, &mut tally)
         };
-        stats.add_tally(&tally);
-        let others = tally.callbacks - tally.timers_fired;
-        if others != 0 {
-            // Each callback run that was not a timer waited at most this.
-            stats.lag.record(nanos(ready_lag), others);
-        }
+        stats.add_batch(taken, timers, rs.batch.len(), ready_lag, &tally);
         if let Err(e) = outcome {
             // KeyboardInterrupt/SystemExit: what was not run stays queued,
             // in order, as with asyncio's deque.
@@ -577,25 +575,29 @@ impl CoreLoop {
         Ok(())
     }
 
-    /// Run the batch: the common path, with no clock read.
+    /// A cancelled handle in the batch (the last `timers` are timers).
+    #[cold]
+    fn skip_cancelled(handle: Py<Handle>, left: usize, timers: usize, tally: &mut BatchTally) {
+        tally.skipped += 1;
+        tally.timers_skipped += u64::from(left < timers);
+        release(handle);
+    }
+
+    /// Run the batch: the common path, with no clock read and nothing
+    /// counted per callback.
     #[inline]
     fn run_batch(
         py: Python<'_>,
         batch: &mut VecDeque<Py<Handle>>,
         timers: usize,
-        tally: &mut IterationTally,
+        tally: &mut BatchTally,
     ) -> PyResult<()> {
         while let Some(handle) = batch.pop_front() {
-            // The batch's last `timers` entries are timers.
-            let is_timer = u64::from(batch.len() < timers);
             let h = handle.bind(py);
             if h.get().is_cancelled() {
-                tally.timers_cancelled += is_timer;
-                release(handle);
+                Self::skip_cancelled(handle, batch.len(), timers, tally);
                 continue;
             }
-            tally.callbacks += 1;
-            tally.timers_fired += is_timer;
             let outcome = Handle::run(h);
             release(handle);
             outcome?;
@@ -612,7 +614,7 @@ impl CoreLoop {
         batch: &mut VecDeque<Py<Handle>>,
         timers: usize,
         threshold: f64,
-        tally: &mut IterationTally,
+        tally: &mut BatchTally,
     ) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
@@ -626,15 +628,11 @@ impl CoreLoop {
         let mut t0 = clock.now();
         let result = (|| {
             while let Some(handle) = batch.pop_front() {
-                let is_timer = u64::from(batch.len() < timers);
                 let h = handle.bind(py);
                 if h.get().is_cancelled() {
-                    tally.timers_cancelled += is_timer;
-                    release(handle);
+                    Self::skip_cancelled(handle, batch.len(), timers, tally);
                     continue;
                 }
-                tally.callbacks += 1;
-                tally.timers_fired += is_timer;
                 if this.debug.load(Ordering::Relaxed) {
                     let seq = watch.begin(clock.now());
                     let (outcome, slow) = Self::run_debug(slf, h, threshold, seq);
@@ -979,7 +977,7 @@ impl CoreLoop {
             }
         };
         if let Some(start) = rs.uncounted {
-            bump(&this.stats.callback_ns, nanos(monotonic() - start));
+            add_seconds(&this.stats.callback_time, monotonic() - start);
         }
         outcome?;
         this.stopping.store(false, Ordering::Relaxed);
@@ -1048,25 +1046,18 @@ impl CoreLoop {
         d.set_item("timers_fired", load(&s.timers_fired))?;
         d.set_item("timers_cancelled", load(&s.timers_cancelled))?;
         d.set_item("polls", load(&s.polls))?;
-        d.set_item("poll_ns", load(&s.poll_ns))?;
-        d.set_item("callback_ns", load(&s.callback_ns))?;
+        d.set_item("poll_time", f64::from_bits(load(&s.poll_time)))?;
+        d.set_item("callback_time", f64::from_bits(load(&s.callback_time)))?;
         d.set_item("bytes_read", load(&s.bytes_read))?;
         d.set_item("bytes_written", load(&s.bytes_written))?;
         d.set_item("connections_accepted", load(&s.accepted))?;
         d.set_item("slow_callbacks", load(&s.slow_callbacks))?;
         let since = f64::from_bits(load(&s.since));
         d.set_item("elapsed", monotonic() - since)?;
-        let (count, sum_ns, max_ns, buckets) = s.lag.snapshot();
+        let (count, sum, max, buckets) = s.lag.snapshot();
         d.set_item("lag_count", count)?;
-        d.set_item("lag_sum_ns", sum_ns)?;
-        d.set_item("lag_max_ns", max_ns)?;
-        let buckets: Vec<(u64, u64, u64)> = buckets
-            .into_iter()
-            .map(|(i, n)| {
-                let (low, width) = crate::stats::bucket_bounds(i);
-                (low, width, n)
-            })
-            .collect();
+        d.set_item("lag_sum", sum)?;
+        d.set_item("lag_max", max)?;
         d.set_item("lag_buckets", buckets)?;
         Ok(d)
     }

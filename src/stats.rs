@@ -1,17 +1,19 @@
 //! Loop telemetry (`loop.stats()`): counters cheap enough to be always on.
 //!
 //! What the loop thread alone updates (iterations, callbacks, polls, times,
-//! the lag histogram) is counted in locals during an iteration and added
-//! here once per iteration, with a relaxed load and store (plain moves: no
-//! locked instruction, as there is one writer). What other code may update
-//! from anywhere (timers scheduled and cancelled, transport bytes and
-//! accepted connections) uses relaxed `fetch_add`. A snapshot taken from
-//! another thread while the loop runs may be a few counts behind; nothing
-//! here is ever used for a decision.
+//! the lag histogram) is added once per iteration, with a relaxed load and
+//! store (plain moves: no locked instruction, as there is one writer), and
+//! nothing is counted per callback: a batch's count is its length less the
+//! cancelled handles skipped. What other code may update from anywhere
+//! (timers scheduled and cancelled, transport bytes, accepted connections)
+//! uses relaxed `fetch_add`. A snapshot taken from another thread while the
+//! loop runs may be a few counts behind; nothing here is ever used for a
+//! decision.
 //!
 //! No clock is read for the statistics: the time spent running callbacks
 //! is the distance between the start of one batch and the next iteration's
-//! clock read, which the loop makes anyway.
+//! clock read, which the loop makes anyway. Times stay `f64` seconds (as
+//! the clock gives them): no conversion on the loop's path.
 
 use std::sync::atomic::{
     AtomicU64, AtomicUsize,
@@ -22,61 +24,57 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 
 /// Add `n` to a counter only the loop thread writes.
-#[inline]
+#[inline(always)]
 pub(crate) fn bump(counter: &AtomicU64, n: u64) {
     counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
 }
 
-/// Seconds (a clock difference) as whole nanoseconds; negative → 0.
-#[inline]
-pub(crate) fn nanos(seconds: f64) -> u64 {
-    if seconds > 0.0 {
-        (seconds * 1e9) as u64
-    } else {
-        0
-    }
+/// Add `seconds` to a time (f64 bits) only the loop thread writes.
+#[inline(always)]
+pub(crate) fn add_seconds(total: &AtomicU64, seconds: f64) {
+    total.store(
+        (f64::from_bits(total.load(Relaxed)) + seconds).to_bits(),
+        Relaxed,
+    );
 }
 
-/// Sub-buckets per power of two: values are kept within 1/8 (12.5%).
+/// Sub-buckets per power of two: a bucket is 1/8 of its values wide.
 const SUB_BITS: u32 = 3;
-const SUB: usize = 1 << SUB_BITS;
-/// Below this many nanoseconds a bucket holds one value.
-const LINEAR: u64 = 2 * SUB as u64;
-/// The largest power of two with buckets of its own (2^40 ns ≈ 18 min);
-/// anything longer lands in the last bucket (and `max` is exact).
-const MAX_EXP: u32 = 40;
-pub(crate) const BUCKETS: usize = (MAX_EXP - SUB_BITS + 2) as usize * SUB;
+/// The histogram's bucket index is the top bits of an `f64`: its exponent
+/// and the first `SUB_BITS` bits of its mantissa (log-linear buckets, as
+/// HdrHistogram's, for free). `INDEX_SHIFT` drops the rest of the mantissa.
+const INDEX_SHIFT: u32 = 52 - SUB_BITS;
+/// The smallest power of two with buckets of its own: 2^-30 s (~1 ns);
+/// anything shorter is in bucket 0.
+const MIN_EXP: i64 = -30;
+/// The largest: 2^9 s (512 s); anything longer is in the last bucket (and
+/// `max` is exact).
+const MAX_EXP: i64 = 9;
+const INDEX_BASE: i64 = (1023 + MIN_EXP) << SUB_BITS;
+pub(crate) const BUCKETS: usize = ((MAX_EXP - MIN_EXP + 1) as usize) << SUB_BITS;
 
-/// The bucket of a value in nanoseconds (log-linear, as HdrHistogram).
-#[inline]
-fn bucket_of(ns: u64) -> usize {
-    if ns < LINEAR {
-        return ns as usize;
-    }
-    let exp = 63 - ns.leading_zeros();
-    if exp > MAX_EXP {
-        return BUCKETS - 1;
-    }
-    let mantissa = (ns >> (exp - SUB_BITS)) as usize & (SUB - 1);
-    (exp - SUB_BITS + 1) as usize * SUB + mantissa
+/// The bucket of a duration in seconds (negative and NaN: 0).
+#[inline(always)]
+fn bucket_of(seconds: f64) -> usize {
+    let top = (seconds.max(0.0).to_bits() >> INDEX_SHIFT) as i64;
+    (top - INDEX_BASE).clamp(0, BUCKETS as i64 - 1) as usize
 }
 
-/// The smallest value (ns) of bucket `i` and its width.
-pub(crate) fn bucket_bounds(i: usize) -> (u64, u64) {
-    if i < LINEAR as usize {
-        return (i as u64, 1);
-    }
-    let exp = (i / SUB) as u32 + SUB_BITS - 1;
-    let width = 1u64 << (exp - SUB_BITS);
-    (((SUB + i % SUB) as u64) << (exp - SUB_BITS), width)
+/// Bucket `i` holds the durations from `low` (inclusive) to `high`
+/// (exclusive; for the last bucket, anything longer too).
+pub(crate) fn bucket_bounds(i: usize) -> (f64, f64) {
+    let edge = |i: usize| f64::from_bits(((i as i64 + INDEX_BASE) as u64) << INDEX_SHIFT);
+    (if i == 0 { 0.0 } else { edge(i) }, edge(i + 1))
 }
 
-/// A histogram of durations (nanoseconds), written by the loop thread only.
+/// A histogram of durations (seconds), written by the loop thread only.
 pub(crate) struct Histogram {
     buckets: [AtomicU64; BUCKETS],
     count: AtomicU64,
-    sum_ns: AtomicU64,
-    max_ns: AtomicU64,
+    /// f64 bits.
+    sum: AtomicU64,
+    /// f64 bits; non-negative f64s order as their bits do.
+    max: AtomicU64,
 }
 
 impl Default for Histogram {
@@ -84,21 +82,23 @@ impl Default for Histogram {
         Histogram {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             count: AtomicU64::new(0),
-            sum_ns: AtomicU64::new(0),
-            max_ns: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+            max: AtomicU64::new(0),
         }
     }
 }
 
 impl Histogram {
-    /// Record `weight` samples of `ns` nanoseconds (loop thread only).
-    #[inline]
-    pub(crate) fn record(&self, ns: u64, weight: u64) {
-        bump(&self.buckets[bucket_of(ns)], weight);
+    /// Record `weight` samples of `seconds` (loop thread only).
+    #[inline(always)]
+    pub(crate) fn record(&self, seconds: f64, weight: u64) {
+        let seconds = seconds.max(0.0);
+        bump(&self.buckets[bucket_of(seconds)], weight);
         bump(&self.count, weight);
-        bump(&self.sum_ns, ns.saturating_mul(weight));
-        if ns > self.max_ns.load(Relaxed) {
-            self.max_ns.store(ns, Relaxed);
+        add_seconds(&self.sum, seconds * weight as f64);
+        let bits = seconds.to_bits();
+        if bits > self.max.load(Relaxed) {
+            self.max.store(bits, Relaxed);
         }
     }
 
@@ -107,38 +107,32 @@ impl Histogram {
             b.store(0, Relaxed);
         }
         self.count.store(0, Relaxed);
-        self.sum_ns.store(0, Relaxed);
-        self.max_ns.store(0, Relaxed);
+        self.sum.store(0, Relaxed);
+        self.max.store(0, Relaxed);
     }
 
-    /// (count, sum ns, max ns, [(bucket index, count)] of non-empty buckets).
-    pub(crate) fn snapshot(&self) -> (u64, u64, u64, Vec<(usize, u64)>) {
+    /// (count, sum, max, [(low, high, count)] of the non-empty buckets).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn snapshot(&self) -> (u64, f64, f64, Vec<(f64, f64, u64)>) {
         let buckets = self
             .buckets
             .iter()
             .enumerate()
             .filter_map(|(i, b)| match b.load(Relaxed) {
                 0 => None,
-                n => Some((i, n)),
+                n => {
+                    let (low, high) = bucket_bounds(i);
+                    Some((low, high, n))
+                }
             })
             .collect();
         (
             self.count.load(Relaxed),
-            self.sum_ns.load(Relaxed),
-            self.max_ns.load(Relaxed),
+            f64::from_bits(self.sum.load(Relaxed)),
+            f64::from_bits(self.max.load(Relaxed)),
             buckets,
         )
     }
-}
-
-/// Per-iteration tallies, kept in locals and added to `LoopStats` once.
-#[derive(Default)]
-pub(crate) struct IterationTally {
-    pub callbacks: u64,
-    pub timers_fired: u64,
-    /// Timers cancelled after they left the heap, before they ran.
-    pub timers_cancelled: u64,
-    pub slow_callbacks: u64,
 }
 
 /// A loop's counters since it was created or `reset_stats()` was called.
@@ -156,8 +150,10 @@ pub(crate) struct LoopStats {
     pub timers_fired: AtomicU64,
     pub timers_cancelled: AtomicU64,
     pub polls: AtomicU64,
-    pub poll_ns: AtomicU64,
-    pub callback_ns: AtomicU64,
+    /// Seconds, as f64 bits.
+    pub poll_time: AtomicU64,
+    /// Seconds, as f64 bits.
+    pub callback_time: AtomicU64,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     pub accepted: AtomicU64,
@@ -168,6 +164,15 @@ pub(crate) struct LoopStats {
     pub since: AtomicU64,
 }
 
+/// What running one batch did, for `LoopStats::add_batch`.
+#[derive(Default)]
+pub(crate) struct BatchTally {
+    /// Cancelled handles skipped, of them timers.
+    pub skipped: u64,
+    pub timers_skipped: u64,
+    pub slow_callbacks: u64,
+}
+
 impl LoopStats {
     pub(crate) fn new(now: f64) -> LoopStats {
         let stats = LoopStats::default();
@@ -175,14 +180,27 @@ impl LoopStats {
         stats
     }
 
-    #[inline]
-    pub(crate) fn add_tally(&self, t: &IterationTally) {
-        bump(&self.callbacks, t.callbacks);
-        if t.timers_fired != 0 {
-            bump(&self.timers_fired, t.timers_fired);
+    /// A batch of `taken` handles, the last `timers` of them timers, ran
+    /// until `left` were left unrun (0, but for KeyboardInterrupt and
+    /// SystemExit); each non-timer callback waited at most `ready_lag`.
+    #[inline(always)]
+    pub(crate) fn add_batch(
+        &self,
+        taken: usize,
+        timers: usize,
+        left: usize,
+        ready_lag: f64,
+        t: &BatchTally,
+    ) {
+        let ran = (taken - left) as u64 - t.skipped;
+        let fired = (timers - left.min(timers)) as u64 - t.timers_skipped;
+        bump(&self.callbacks, ran);
+        bump(&self.timers_fired, fired);
+        if ran != fired {
+            self.lag.record(ready_lag, ran - fired);
         }
-        if t.timers_cancelled != 0 {
-            self.timers_cancelled.fetch_add(t.timers_cancelled, Relaxed);
+        if t.timers_skipped != 0 {
+            self.timers_cancelled.fetch_add(t.timers_skipped, Relaxed);
         }
         if t.slow_callbacks != 0 {
             bump(&self.slow_callbacks, t.slow_callbacks);
@@ -198,8 +216,8 @@ impl LoopStats {
             &self.timers_fired,
             &self.timers_cancelled,
             &self.polls,
-            &self.poll_ns,
-            &self.callback_ns,
+            &self.poll_time,
+            &self.callback_time,
             &self.bytes_read,
             &self.bytes_written,
             &self.accepted,
@@ -411,39 +429,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_are_contiguous_and_bounded() {
+    fn buckets_are_contiguous_and_a_value_lies_in_its_own() {
         let mut last = 0;
-        for ns in 0..100_000u64 {
-            let b = bucket_of(ns);
-            assert!(b == last || b == last + 1, "{ns}: {last} -> {b}");
-            let (lo, width) = bucket_bounds(b);
-            assert!(
-                lo <= ns && ns < lo + width,
-                "{ns} not in bucket {b} ({lo}, {width})"
-            );
+        let mut x = 1e-10;
+        while x < 2000.0 {
+            let b = bucket_of(x);
+            assert!(b == last || b == last + 1, "{x}: {last} -> {b}");
+            let (low, high) = bucket_bounds(b);
+            if b + 1 < BUCKETS {
+                assert!(
+                    low <= x && x < high,
+                    "{x} not in bucket {b} [{low}, {high})"
+                );
+                assert!(b == 0 || high <= low * 1.125 * (1.0 + 1e-12));
+            }
             last = b;
+            x *= 1.01;
         }
-        for exp in 4..=MAX_EXP {
-            let ns = 1u64 << exp;
-            let (lo, width) = bucket_bounds(bucket_of(ns));
-            assert_eq!(lo, ns);
-            assert!(width * 8 <= ns);
-        }
-        assert_eq!(bucket_of(u64::MAX), BUCKETS - 1);
-        assert_eq!(bucket_of((1u64 << (MAX_EXP + 1)) - 1), BUCKETS - 1);
+        assert_eq!(bucket_of(0.0), 0);
+        assert_eq!(bucket_of(-1.0), 0);
+        assert_eq!(bucket_of(f64::NAN), 0);
+        assert_eq!(bucket_of(1e9), BUCKETS - 1);
+        assert_eq!(bucket_bounds(bucket_of(1.0)), (1.0, 1.125));
+        assert_eq!(bucket_bounds(bucket_of(0.75)).0, 0.75);
     }
 
     #[test]
     fn histogram_records_weights_and_max() {
         let h = Histogram::default();
-        h.record(1_000, 3);
-        h.record(50_000_000, 1);
+        h.record(1e-6, 3);
+        h.record(0.05, 1);
         let (count, sum, max, buckets) = h.snapshot();
         assert_eq!(count, 4);
-        assert_eq!(sum, 3_000 + 50_000_000);
-        assert_eq!(max, 50_000_000);
+        assert!((sum - (3e-6 + 0.05)).abs() < 1e-15);
+        assert_eq!(max, 0.05);
         assert_eq!(buckets.len(), 2);
-        assert_eq!(buckets[0], (bucket_of(1_000), 3));
+        assert_eq!(buckets[0].2, 3);
+        assert!(buckets[0].0 <= 1e-6 && 1e-6 < buckets[0].1);
         h.reset();
         assert_eq!(h.snapshot().0, 0);
     }

@@ -39,7 +39,8 @@ def _duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class LagStats:
-    """How late callbacks ran: a histogram with 12.5% resolution.
+    """How late callbacks ran: a histogram whose buckets are an eighth of a
+    power of two wide (percentiles are at most 12.5% above the exact value).
 
     Every callback the loop ran is one sample: a timer counts from its
     deadline, any other callback from the start of the loop iteration
@@ -55,30 +56,29 @@ class LagStats:
     p99: float
     max: float
     #: Non-empty buckets, shortest first: (from, to, count), in seconds; a
-    #: bucket holds the samples from `from` to `to` inclusive (1 ns steps).
+    #: bucket holds the samples from `from` (inclusive) to `to` (exclusive;
+    #: the last bucket, from 960 s, holds anything longer too).
     buckets: tuple[tuple[float, float, int], ...]
 
     def percentile(self, q: float) -> float:
-        """The lag that `q` percent of the samples did not exceed: the top of
-        the bucket that sample lies in (at most `max`); 0.0 without samples."""
+        """The lag that `q` percent of the samples did not exceed: the upper
+        bound of the bucket that sample lies in (at most `max`; 0.0 for the
+        first bucket, under a nanosecond), 0.0 without samples."""
         if not 0 <= q <= 100:
             raise ValueError(f"percentile must be in [0, 100], got {q!r}")
         if not self.count:
             return 0.0
         rank = max(1, math.ceil(self.count * q / 100))
         seen = 0
-        for _low, high, n in self.buckets:
+        for low, high, n in self.buckets:
             seen += n
             if seen >= rank:
-                return min(high, self.max)
+                return min(high, self.max) if low else 0.0
         return self.max
 
     @classmethod
-    def _from_raw(cls, count: int, sum_ns: int, max_ns: int, raw_buckets) -> LagStats:
-        buckets = tuple((low / 1e9, (low + width - 1) / 1e9, n) for low, width, n in raw_buckets)
-        lag = cls(
-            count, sum_ns / count / 1e9 if count else 0.0, 0.0, 0.0, 0.0, max_ns / 1e9, buckets
-        )
+    def _from_raw(cls, count: int, total: float, max_: float, buckets) -> LagStats:
+        lag = cls(count, total / count if count else 0.0, 0.0, 0.0, 0.0, max_, tuple(buckets))
         object.__setattr__(lag, "p50", lag.percentile(50))
         object.__setattr__(lag, "p90", lag.percentile(90))
         object.__setattr__(lag, "p99", lag.percentile(99))
@@ -126,7 +126,7 @@ class LoopStats:
     @classmethod
     def _from_raw(cls, raw: dict[str, Any]) -> LoopStats:
         lag = LagStats._from_raw(
-            raw["lag_count"], raw["lag_sum_ns"], raw["lag_max_ns"], raw["lag_buckets"]
+            raw["lag_count"], raw["lag_sum"], raw["lag_max"], raw["lag_buckets"]
         )
         return cls(
             elapsed=raw["elapsed"],
@@ -136,8 +136,8 @@ class LoopStats:
             timers_fired=raw["timers_fired"],
             timers_cancelled=raw["timers_cancelled"],
             polls=raw["polls"],
-            poll_time=raw["poll_ns"] / 1e9,
-            callback_time=raw["callback_ns"] / 1e9,
+            poll_time=raw["poll_time"],
+            callback_time=raw["callback_time"],
             bytes_read=raw["bytes_read"],
             bytes_written=raw["bytes_written"],
             connections_accepted=raw["connections_accepted"],
