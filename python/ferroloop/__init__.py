@@ -15,7 +15,6 @@ from asyncio import unix_events as _unix_events
 
 from ._ferroloop import Handle, TimerHandle
 from ._loop import Loop
-from ._telemetry import LagStats, LoopStats, SlowCallback
 
 __all__ = [
     "EventLoopPolicy",
@@ -30,6 +29,16 @@ __all__ = [
     "run",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The telemetry snapshot classes are dataclasses, imported on first use
+    # (making them costs more than the rest of `import ferroloop`).
+    if name in ("LagStats", "LoopStats", "SlowCallback"):
+        from . import _stats
+
+        return getattr(_stats, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def new_event_loop() -> Loop:

@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 from ._ferroloop import Handle as Handle
 from ._ferroloop import TimerHandle as TimerHandle
 from ._loop import Loop as Loop
-from ._telemetry import LagStats as LagStats
-from ._telemetry import LoopStats as LoopStats
-from ._telemetry import SlowCallback as SlowCallback
+from ._stats import LagStats as LagStats
+from ._stats import LoopStats as LoopStats
+from ._stats import SlowCallback as SlowCallback
 
 _T = TypeVar("_T")
 

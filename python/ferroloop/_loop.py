@@ -20,13 +20,17 @@ import sys
 import threading
 import weakref
 from asyncio import base_events, events, selector_events, unix_events
+from typing import TYPE_CHECKING
 
 from ._ferroloop import CoreLoop, SockWaiter
 from ._ferroloop import sock_recv as _native_sock_recv
 from ._ferroloop import sock_recv_into as _native_sock_recv_into
 from ._ferroloop import sock_sendall as _native_sock_sendall
-from ._telemetry import LoopStats, Watchdog, check_threshold, threshold_from_env
+from ._telemetry import Watchdog, check_threshold, threshold_from_env
 from ._transports import TransportFactories
+
+if TYPE_CHECKING:
+    from . import _stats
 
 _check_ssl_socket = base_events._check_ssl_socket
 _accept_connection2 = selector_events.BaseSelectorEventLoop._accept_connection2
@@ -167,11 +171,13 @@ class Loop(CoreLoop, TransportFactories, unix_events.SelectorEventLoop):
 
     # -- telemetry (ferroloop only; docs/telemetry.md) ------------------
 
-    def stats(self) -> LoopStats:
+    def stats(self) -> _stats.LoopStats:
         """A snapshot of what the loop did since it was created or
         `reset_stats()` was called: iterations, callbacks, timers, polls,
         time blocked and running callbacks, transport bytes and accepted
         connections, and the loop lag (p50/p99/max)."""
+        from ._stats import LoopStats  # dataclasses: imported on first use
+
         return LoopStats._from_raw(self._stats())
 
     def reset_stats(self) -> None:

@@ -3,7 +3,7 @@
 from asyncio import unix_events
 
 from ._ferroloop import CoreLoop
-from ._telemetry import LoopStats
+from ._stats import LoopStats
 
 class Loop(CoreLoop, unix_events.SelectorEventLoop):  # type: ignore[misc]
     def __init__(self) -> None: ...
