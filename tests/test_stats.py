@@ -455,6 +455,20 @@ def test_a_callback_that_holds_the_gil_is_still_sampled(loop, reports):
     assert report.location.lineno in (line_of(spin, "# <- spins"), line_of(spin, "pass"))
 
 
+def test_a_builtin_callback_is_sampled_with_no_python_frames(loop, reports):
+    loop.set_slow_callback_threshold(THRESHOLD)
+    loop.call_soon(time.sleep, 0.050)
+    loop.call_soon(loop.stop)
+    run_forever_with_watchdog(loop)
+    [record] = reports()
+    report = record.slow_callback
+    assert report.stack is not None and len(report.stack) == 0
+    assert report.location is None
+    first_line = record.getMessage().splitlines()[0]
+    assert first_line.startswith("Slow callback: callback sleep(")
+    assert first_line.endswith("in the callback itself (no Python code below it)")
+
+
 def test_without_a_sample_the_report_names_where_the_task_is_suspended(loop, reports, monkeypatch):
     from ferroloop import _telemetry
 
@@ -540,7 +554,9 @@ def test_env_var_sets_the_threshold_of_new_loops():
         "import time, ferroloop\n"
         "loop = ferroloop.new_event_loop()\n"
         "print(loop.get_slow_callback_threshold())\n"
-        "loop.call_soon(time.sleep, 0.05)\n"
+        "def block():\n"
+        "    time.sleep(0.05)\n"
+        "loop.call_soon(block)\n"
         "loop.call_soon(loop.stop)\n"
         "loop.run_forever()\n"
         "print(loop.stats().slow_callbacks)\n"
@@ -550,7 +566,8 @@ def test_env_var_sets_the_threshold_of_new_loops():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["0.02", "1"]
     # Not configured logging: the last-resort handler prints the warning.
-    assert "Slow callback: callback sleep(0.05)" in proc.stderr
+    assert "Slow callback: callback block() at <string>:" in proc.stderr
+    assert 'File "<string>", line 5, in block' in proc.stderr  # the sampled stack
 
 
 @pytest.mark.parametrize("value", ["", "0"])

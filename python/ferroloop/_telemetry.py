@@ -175,12 +175,14 @@ def report_slow_callback(
             lines[0] += f" at {_where(stack[-1])}"
             lines.append("Stack while it was blocked (most recent call last):")
             lines.extend(line.rstrip("\n") for line in stack.format())
+        elif stack is not None:
+            lines[0] += ", in the callback itself (no Python code below it)"
         if task is not None:
             if suspended_at is not None:
                 lines.append(f"The task is now suspended at {_where(suspended_at)}")
             elif task.done():
                 lines.append("The task finished in this step")
-        if not stack:
+        if stack is None:
             lines[0] += " (not sampled: it ran just past the threshold, or held the GIL throughout)"
         logger.warning("%s", "\n".join(lines), extra={"slow_callback": report})
     except Exception:
