@@ -1,0 +1,258 @@
+"""Certificates for the TLS tests, made at test time (imported as a plain
+module).
+
+`make_certificates(directory)` writes a small PKI into `directory`:
+
+- a CA ("ferroloop test CA");
+- a server certificate for "localhost" and 127.0.0.1, signed by the CA;
+- a second server certificate, for SNI_NAME only, signed by the CA;
+- a client certificate (clientAuth), signed by the CA, for mutual TLS;
+- a self-signed "localhost" certificate that no client trusts.
+
+Keys are EC P-256: handshakes are cheap, which the churn test needs. The
+`cryptography` package makes them when it can be imported; otherwise the
+`openssl` command does. With neither, `CertificateToolMissing` is raised
+(the fixture turns it into a skip).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import ipaddress
+import shutil
+import ssl
+import subprocess
+from pathlib import Path
+
+SNI_NAME = "sni.ferroloop.test"
+CLIENT_CN = "ferroloop test client"
+
+
+class CertificateToolMissing(Exception):
+    """Neither the cryptography package nor the openssl command is there."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Certificates:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    sni_cert: Path
+    sni_key: Path
+    client_cert: Path
+    client_key: Path
+    untrusted_cert: Path
+    untrusted_key: Path
+    tool: str  # "cryptography" or "openssl"
+
+    def server_context(self, *, cert="server", require_client_cert=False, alpn=None):
+        """A server context; cert is "server", "sni" or "untrusted"."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        chain = {
+            "server": (self.server_cert, self.server_key),
+            "sni": (self.sni_cert, self.sni_key),
+            "untrusted": (self.untrusted_cert, self.untrusted_key),
+        }[cert]
+        ctx.load_cert_chain(*chain)
+        if require_client_cert:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(self.ca)
+        if alpn is not None:
+            ctx.set_alpn_protocols(alpn)
+        return ctx
+
+    def client_context(self, *, with_cert=False, alpn=None, context_class=ssl.SSLContext):
+        """A client context that trusts the CA (and checks host names)."""
+        ctx = context_class(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(self.ca)
+        if with_cert:
+            ctx.load_cert_chain(self.client_cert, self.client_key)
+        if alpn is not None:
+            ctx.set_alpn_protocols(alpn)
+        return ctx
+
+
+def _paths(directory: Path, tool: str) -> Certificates:
+    return Certificates(
+        ca=directory / "ca.pem",
+        server_cert=directory / "server.pem",
+        server_key=directory / "server.key",
+        sni_cert=directory / "sni.pem",
+        sni_key=directory / "sni.key",
+        client_cert=directory / "client.pem",
+        client_key=directory / "client.key",
+        untrusted_cert=directory / "untrusted.pem",
+        untrusted_key=directory / "untrusted.key",
+        tool=tool,
+    )
+
+
+def make_certificates(directory: Path) -> Certificates:
+    directory = Path(directory)
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        if shutil.which("openssl") is None:
+            raise CertificateToolMissing(
+                "needs the cryptography package or the openssl command to make certificates"
+            ) from None
+        return _make_with_openssl(directory)
+    return _make_with_cryptography(directory)
+
+
+# --- the cryptography package ---------------------------------------------------
+
+
+def _make_with_cryptography(directory: Path) -> Certificates:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    files = _paths(directory, "cryptography")
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def write_key(key, path):
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def build(subject_cn, key, issuer_cn, issuer_key, *, ca=False, sans=(), eku=None):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(subject_cn))
+            .issuer_name(name(issuer_cn))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                critical=False,
+            )
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+        if eku is not None:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def write_cert(cert, path):
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cn = "ferroloop test CA"
+    write_cert(build(ca_cn, ca_key, ca_cn, ca_key, ca=True), files.ca)
+
+    def leaf(cn, cert_path, key_path, sans, eku, issuer_cn=ca_cn, issuer_key=ca_key):
+        key = ec.generate_private_key(ec.SECP256R1())
+        write_key(key, key_path)
+        if issuer_key is None:  # self-signed
+            issuer_key = key
+        write_cert(build(cn, key, issuer_cn, issuer_key, sans=sans, eku=eku), cert_path)
+
+    server_auth = ExtendedKeyUsageOID.SERVER_AUTH
+    localhost_sans = (
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    )
+    leaf("localhost", files.server_cert, files.server_key, localhost_sans, server_auth)
+    leaf(SNI_NAME, files.sni_cert, files.sni_key, (x509.DNSName(SNI_NAME),), server_auth)
+    leaf(
+        CLIENT_CN,
+        files.client_cert,
+        files.client_key,
+        (),
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+    )
+    leaf(
+        "localhost",
+        files.untrusted_cert,
+        files.untrusted_key,
+        localhost_sans,
+        server_auth,
+        issuer_cn="localhost",
+        issuer_key=None,
+    )
+    return files
+
+
+# --- the openssl command -------------------------------------------------------
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def _make_with_openssl(directory: Path) -> Certificates:
+    files = _paths(directory, "openssl")
+    ca_key = directory / "ca.key"
+
+    def genkey(path):
+        _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", path, cwd=directory)
+
+    genkey(ca_key)
+    _openssl(
+        "req", "-x509", "-new", "-key", ca_key, "-subj", "/CN=ferroloop test CA",
+        "-days", "2", "-sha256", "-out", files.ca,
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,digitalSignature,keyCertSign,cRLSign",
+        "-addext", "subjectKeyIdentifier=hash",
+        cwd=directory,
+    )  # fmt: skip
+
+    serial = iter(range(1000, 2000))
+
+    def leaf(cn, cert_path, key_path, extensions, self_signed=False):
+        genkey(key_path)
+        csr = directory / (cert_path.stem + ".csr")
+        ext = directory / (cert_path.stem + ".ext")
+        ext.write_text(
+            "basicConstraints=critical,CA:FALSE\n"
+            "subjectKeyIdentifier=hash\n"
+            "authorityKeyIdentifier=keyid\n" + "".join(f"{e}\n" for e in extensions)
+        )
+        _openssl("req", "-new", "-key", key_path, "-subj", f"/CN={cn}", "-out", csr, cwd=directory)
+        if self_signed:
+            signer = ["-signkey", key_path]
+        else:
+            signer = ["-CA", files.ca, "-CAkey", ca_key, "-set_serial", str(next(serial))]
+        _openssl(
+            "x509", "-req", "-in", csr, *signer, "-days", "2", "-sha256",
+            "-extfile", ext, "-out", cert_path,
+            cwd=directory,
+        )  # fmt: skip
+
+    server_ext = ["subjectAltName=DNS:localhost,IP:127.0.0.1", "extendedKeyUsage=serverAuth"]
+    leaf("localhost", files.server_cert, files.server_key, server_ext)
+    leaf(SNI_NAME, files.sni_cert, files.sni_key, [f"subjectAltName=DNS:{SNI_NAME}", "extendedKeyUsage=serverAuth"])  # fmt: skip
+    leaf(CLIENT_CN, files.client_cert, files.client_key, ["extendedKeyUsage=clientAuth"])
+    leaf("localhost", files.untrusted_cert, files.untrusted_key, server_ext, self_signed=True)
+    return files
