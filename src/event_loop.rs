@@ -101,11 +101,12 @@ struct RunScratch {
     /// Cancelled timers popped with the due ones, released unlocked.
     dead: Vec<Py<Handle>>,
     last_poll: f64,
-    /// When the last batch started (None before the first of this run).
-    batch_start: Option<f64>,
-    /// The start of a batch that ran callbacks and whose running time is
-    /// not yet counted: it ends at the next clock read.
-    uncounted: Option<f64>,
+    /// When the last batch started (NaN before the first of this run: its
+    /// lag counts 0).
+    batch_start: f64,
+    /// The last batch ran callbacks, whose running time is not counted yet:
+    /// it ends at the next clock read.
+    uncounted: bool,
 }
 
 /// `fd` may be an int or an object with `fileno()`, as in `selectors`.
@@ -488,8 +489,9 @@ impl CoreLoop {
         // a task step's worth of bookkeeping); re-read only after blocking.
         // It also ends the previous batch, for the time spent in callbacks.
         let mut now = monotonic();
-        if let Some(start) = rs.uncounted.take() {
-            add_seconds(&stats.callback_time, now - start);
+        if rs.uncounted {
+            rs.uncounted = false;
+            add_seconds(&stats.callback_time, now - rs.batch_start);
         }
         bump(&stats.iterations, 1);
         let mut st = this.state.lock();
@@ -543,16 +545,13 @@ impl CoreLoop {
         // ready now may have been scheduled (or its fd become ready) at any
         // time since the last batch started: the bound on how long it
         // waited. After blocking, it became ready while the loop waited.
-        let ready_lag = match rs.batch_start {
-            Some(start) if busy => now - start,
-            _ => 0.0,
-        };
-        rs.batch_start = Some(now);
+        let ready_lag = if busy { now - rs.batch_start } else { 0.0 };
+        rs.batch_start = now;
         let taken = rs.batch.len();
         if taken == 0 {
             return Ok(());
         }
-        rs.uncounted = Some(now);
+        rs.uncounted = true;
 
         let debug = this.debug.load(Ordering::Relaxed);
         let threshold = this.slow.threshold();
@@ -562,16 +561,18 @@ impl CoreLoop {
         } else {
             Self::run_batch(py, &mut rs.batch, timers, &mut tally)
         };
-        stats.add_batch(taken, timers, rs.batch.len(), ready_lag, &tally);
         if let Err(e) = outcome {
             // KeyboardInterrupt/SystemExit: what was not run stays queued,
             // in order, as with asyncio's deque.
+            let left = rs.batch.len();
+            stats.add_interrupted_batch(taken, timers, left, ready_lag, &tally);
             let mut st = this.state.lock();
             while let Some(rest) = rs.batch.pop_back() {
                 st.ready.push_front(rest);
             }
             return Err(e);
         }
+        stats.add_batch(taken, timers, ready_lag, &tally);
         Ok(())
     }
 
@@ -625,6 +626,8 @@ impl CoreLoop {
         } else {
             u64::MAX
         };
+        // Read once per batch, as the untimed path does.
+        let debug = this.debug.load(Ordering::Relaxed);
         let mut t0 = clock.now();
         let result = (|| {
             while let Some(handle) = batch.pop_front() {
@@ -633,7 +636,7 @@ impl CoreLoop {
                     Self::skip_cancelled(handle, batch.len(), timers, tally);
                     continue;
                 }
-                if this.debug.load(Ordering::Relaxed) {
+                if debug {
                     let seq = watch.begin(clock.now());
                     let (outcome, slow) = Self::run_debug(slf, h, threshold, seq);
                     watch.end();
@@ -965,8 +968,8 @@ impl CoreLoop {
             ready_fds: Vec::with_capacity(64),
             dead: Vec::new(),
             last_poll: f64::NEG_INFINITY,
-            batch_start: None,
-            uncounted: None,
+            batch_start: f64::NAN,
+            uncounted: false,
         };
         let outcome = loop {
             if let Err(e) = Self::run_once(slf, &mut rs) {
@@ -976,8 +979,8 @@ impl CoreLoop {
                 break Ok(());
             }
         };
-        if let Some(start) = rs.uncounted {
-            add_seconds(&this.stats.callback_time, monotonic() - start);
+        if rs.uncounted {
+            add_seconds(&this.stats.callback_time, monotonic() - rs.batch_start);
         }
         outcome?;
         this.stopping.store(false, Ordering::Relaxed);

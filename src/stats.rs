@@ -68,9 +68,9 @@ pub(crate) fn bucket_bounds(i: usize) -> (f64, f64) {
 }
 
 /// A histogram of durations (seconds), written by the loop thread only.
+/// (Its count is the sum of the buckets.)
 pub(crate) struct Histogram {
     buckets: [AtomicU64; BUCKETS],
-    count: AtomicU64,
     /// f64 bits.
     sum: AtomicU64,
     /// f64 bits; non-negative f64s order as their bits do.
@@ -81,7 +81,6 @@ impl Default for Histogram {
     fn default() -> Self {
         Histogram {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            count: AtomicU64::new(0),
             sum: AtomicU64::new(0),
             max: AtomicU64::new(0),
         }
@@ -92,13 +91,14 @@ impl Histogram {
     /// Record `weight` samples of `seconds` (loop thread only).
     #[inline(always)]
     pub(crate) fn record(&self, seconds: f64, weight: u64) {
-        let seconds = seconds.max(0.0);
+        let seconds = seconds.max(0.0); // and NaN: 0
         bump(&self.buckets[bucket_of(seconds)], weight);
-        bump(&self.count, weight);
-        add_seconds(&self.sum, seconds * weight as f64);
-        let bits = seconds.to_bits();
-        if bits > self.max.load(Relaxed) {
-            self.max.store(bits, Relaxed);
+        if seconds > 0.0 {
+            add_seconds(&self.sum, seconds * weight as f64);
+            let bits = seconds.to_bits();
+            if bits > self.max.load(Relaxed) {
+                self.max.store(bits, Relaxed);
+            }
         }
     }
 
@@ -106,7 +106,6 @@ impl Histogram {
         for b in &self.buckets {
             b.store(0, Relaxed);
         }
-        self.count.store(0, Relaxed);
         self.sum.store(0, Relaxed);
         self.max.store(0, Relaxed);
     }
@@ -114,7 +113,7 @@ impl Histogram {
     /// (count, sum, max, [(low, high, count)] of the non-empty buckets).
     #[allow(clippy::type_complexity)]
     pub(crate) fn snapshot(&self) -> (u64, f64, f64, Vec<(f64, f64, u64)>) {
-        let buckets = self
+        let buckets: Vec<(f64, f64, u64)> = self
             .buckets
             .iter()
             .enumerate()
@@ -127,7 +126,7 @@ impl Histogram {
             })
             .collect();
         (
-            self.count.load(Relaxed),
+            buckets.iter().map(|b| b.2).sum(),
             f64::from_bits(self.sum.load(Relaxed)),
             f64::from_bits(self.max.load(Relaxed)),
             buckets,
@@ -180,11 +179,35 @@ impl LoopStats {
         stats
     }
 
-    /// A batch of `taken` handles, the last `timers` of them timers, ran
-    /// until `left` were left unrun (0, but for KeyboardInterrupt and
-    /// SystemExit); each non-timer callback waited at most `ready_lag`.
+    /// A batch of `taken` handles, the last `timers` of them timers, ran;
+    /// each non-timer callback had waited at most `ready_lag`.
     #[inline(always)]
-    pub(crate) fn add_batch(
+    pub(crate) fn add_batch(&self, taken: usize, timers: usize, ready_lag: f64, t: &BatchTally) {
+        let ran = taken as u64 - t.skipped;
+        let fired = timers as u64 - t.timers_skipped;
+        bump(&self.callbacks, ran);
+        bump(&self.timers_fired, fired);
+        if ran != fired {
+            self.lag.record(ready_lag, ran - fired);
+        }
+        if t.skipped | t.slow_callbacks != 0 {
+            self.add_batch_rare(t);
+        }
+    }
+
+    #[cold]
+    fn add_batch_rare(&self, t: &BatchTally) {
+        if t.timers_skipped != 0 {
+            self.timers_cancelled.fetch_add(t.timers_skipped, Relaxed);
+        }
+        bump(&self.slow_callbacks, t.slow_callbacks);
+    }
+
+    /// `add_batch` for a batch that KeyboardInterrupt or SystemExit cut
+    /// short, leaving its last `left` handles queued. Those count when they
+    /// run; a timer among them has fired already (it left the heap).
+    #[cold]
+    pub(crate) fn add_interrupted_batch(
         &self,
         taken: usize,
         timers: usize,
@@ -193,18 +216,18 @@ impl LoopStats {
         t: &BatchTally,
     ) {
         let ran = (taken - left) as u64 - t.skipped;
-        let fired = (timers - left.min(timers)) as u64 - t.timers_skipped;
+        let timers_ran = (timers - left.min(timers)) as u64 - t.timers_skipped;
         bump(&self.callbacks, ran);
-        bump(&self.timers_fired, fired);
-        if ran != fired {
-            self.lag.record(ready_lag, ran - fired);
+        let requeued_timers = left.min(timers) as u64;
+        bump(&self.timers_fired, timers_ran + requeued_timers);
+        // Their lag was recorded as they left the heap, and they get another
+        // sample when they run (as queued callbacks): one sample fewer here
+        // keeps it one sample per callback run.
+        let others = (ran - timers_ran).saturating_sub(requeued_timers);
+        if others != 0 {
+            self.lag.record(ready_lag, others);
         }
-        if t.timers_skipped != 0 {
-            self.timers_cancelled.fetch_add(t.timers_skipped, Relaxed);
-        }
-        if t.slow_callbacks != 0 {
-            bump(&self.slow_callbacks, t.slow_callbacks);
-        }
+        self.add_batch_rare(t);
     }
 
     /// Every statistic back to zero (not `heap_cancelled`).
@@ -378,7 +401,7 @@ impl SlowWatch {
     #[inline(always)]
     pub(crate) fn begin(&self, t0: u64) -> u64 {
         let seq = self.seq.load(Relaxed).wrapping_add(1);
-        self.since.store(t0.max(1), Release);
+        self.since.store(t0, Release);
         self.seq.store(seq, Release);
         seq
     }

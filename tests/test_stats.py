@@ -167,6 +167,28 @@ def test_a_timer_cancelled_in_its_own_batch_counts_as_cancelled(loop):
     assert (stats.timers_scheduled, stats.timers_fired, stats.timers_cancelled) == (3, 2, 1)
 
 
+def test_counts_stay_exact_when_keyboardinterrupt_cuts_a_batch_short(loop):
+    ran = []
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    loop.call_soon(ran.append, "a")
+    loop.call_soon(interrupt)
+    loop.call_soon(ran.append, "b")
+    loop.call_at(loop.time() - 1, ran.append, "timer")  # due: in the same batch
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_forever()
+    assert ran == ["a"]
+    stats = loop.stats()
+    assert (stats.callbacks, stats.timers_fired, stats.lag.count) == (2, 1, 2)
+    run_callbacks(loop)  # what was left queued runs now, in order
+    assert ran == ["a", "b", "timer"]
+    stats = loop.stats()
+    assert (stats.callbacks, stats.timers_fired, stats.timers_cancelled) == (5, 1, 0)
+    assert stats.lag.count == stats.callbacks
+
+
 def test_cancelling_a_timer_that_already_ran_is_not_counted(loop):
     handle = loop.call_later(0, int)
     loop.call_later(0.005, loop.stop)
