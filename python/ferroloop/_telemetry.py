@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import threading
+import time
 import traceback
 import warnings
 import weakref
@@ -66,37 +67,50 @@ class Watchdog:
     """A daemon thread that, while a loop runs a callback for longer than
     its slow-callback threshold, samples the loop thread's stack once (so
     the report can say which line blocked). It wakes four times per
-    threshold (at most 1000 times a second), takes the GIL only to ask the
-    core, and holds no reference to the loop between wake-ups."""
+    threshold (at most 1000 times a second, at least every 0.5 s), takes
+    the GIL only to ask the core, and holds no
+    reference to the loop between wake-ups. Stopped, it exits at its next
+    wake-up."""
 
     def __init__(self, loop: Any, threshold: float) -> None:
-        self._stop = threading.Event()
-        interval = max(threshold / 4, 0.001)
+        self._state = state = _WatchState()
+        interval = min(max(threshold / 4, 0.001), 0.5)
         self._thread = threading.Thread(
             target=_watch,
-            args=(weakref.ref(loop), self._stop, interval),
+            args=(weakref.ref(loop), state, interval),
             name="ferroloop-slow-callback-watchdog",
             daemon=True,
         )
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._state.stopped = True
 
 
-def _watch(loop_ref: weakref.ref, stop: threading.Event, interval: float) -> None:
-    while not stop.wait(interval):
+class _WatchState:
+    stopped = False
+
+
+def _watch(loop_ref: weakref.ref, state: _WatchState, interval: float) -> None:
+    # time.sleep, not Event.wait: a wake-up costs a few bytecodes, not a
+    # lock allocation and a Condition's worth of Python code.
+    sleep = time.sleep
+    while True:
+        sleep(interval)
         loop = loop_ref()
-        if loop is None:
+        if loop is None or state.stopped:
             return
         seq = loop._slow_probe()
-        thread_id = loop._thread_id
-        if seq is not None and thread_id is not None:
-            frame = sys._current_frames().get(thread_id)
-            if frame is not None:
-                loop._slow_sample(seq, _stack(frame))
-            del frame
+        if seq is not None:
+            _sample(loop, seq)
         del loop
+
+
+def _sample(loop: Any, seq: int) -> None:
+    thread_id = loop._thread_id
+    frame = sys._current_frames().get(thread_id) if thread_id is not None else None
+    if frame is not None:
+        loop._slow_sample(seq, _stack(frame))
 
 
 def _stack(frame) -> traceback.StackSummary:
