@@ -15,6 +15,7 @@ pub mod stats;
 pub mod stream;
 pub mod syscalls;
 pub mod timers;
+pub mod write_buffer;
 
 use pyo3::prelude::*;
 

@@ -31,54 +31,13 @@ use crate::poller::{READABLE, WRITABLE};
 use crate::syscalls::{
     os_error, recv_into_ptr, send_from_ptr, send_vectored, shutdown_write, with_recv_buf,
 };
+use crate::write_buffer::WriteBuffer;
 
 /// asyncio's default high-water mark (`_FlowControlMixin`).
 const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 
 /// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: usize = 5;
-
-/// Bytes accepted by `write` but not yet taken by the kernel: one
-/// contiguous buffer, consumed from the front.
-#[derive(Default)]
-struct OutBuf {
-    data: Vec<u8>,
-    start: usize,
-}
-
-impl OutBuf {
-    fn len(&self) -> usize {
-        self.data.len() - self.start
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn pending(&self) -> &[u8] {
-        &self.data[self.start..]
-    }
-
-    fn push(&mut self, bytes: &[u8]) {
-        self.data.extend_from_slice(bytes);
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start == self.data.len() {
-            self.clear();
-        } else if self.start >= 64 * 1024 && self.start * 2 >= self.data.len() {
-            // Move the tail to the front once the sent part dominates.
-            self.data.drain(..self.start);
-            self.start = 0;
-        }
-    }
-
-    fn clear(&mut self) {
-        self.data.clear();
-        self.start = 0;
-    }
-}
 
 struct State {
     /// The Python `SocketTransport` that owns this core (for callbacks and
@@ -87,7 +46,7 @@ struct State {
     protocol: Option<Py<PyAny>>,
     /// The protocol is an `asyncio.BufferedProtocol`.
     buffered: bool,
-    out: OutBuf,
+    out: WriteBuffer,
     /// Set when `connection_lost` is scheduled; counts writes after it.
     conn_lost: usize,
     closing: bool,
@@ -459,18 +418,18 @@ impl StreamCore {
         Ok(false)
     }
 
-    /// After a direct send took `sent` of `total` bytes: buffer `rest`, start
-    /// watching for writability if the buffer was empty, and apply flow
-    /// control.
-    fn buffer_rest(slf: &Bound<'_, Self>, rest: &[&[u8]]) -> PyResult<()> {
-        if rest.iter().all(|r| r.is_empty()) {
+    /// Buffer what a direct send left (`rest`: slices, each with its
+    /// `bytes` owner if it has one), start watching for writability if the
+    /// buffer was empty, and apply flow control.
+    fn buffer_rest(slf: &Bound<'_, Self>, rest: &[Pending<'_, '_>]) -> PyResult<()> {
+        if rest.iter().all(|(r, _)| r.is_empty()) {
             return Ok(());
         }
         let was_empty = {
             let mut st = slf.get().st.lock();
             let was_empty = st.out.is_empty();
-            for r in rest {
-                st.out.push(r);
+            for (r, owner) in rest {
+                st.out.push(r, *owner);
             }
             was_empty
         };
@@ -479,6 +438,14 @@ impl StreamCore {
         }
         Self::maybe_pause_protocol(slf)
     }
+}
+
+/// Data not yet sent, and the `bytes` object it is a slice of (if any).
+type Pending<'a, 'py> = (&'a [u8], Option<&'a Bound<'py, PyBytes>>);
+
+/// `obj` as `bytes`, if it is one (immutable: may be referenced).
+fn as_bytes_obj<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, PyBytes>> {
+    obj.cast::<PyBytes>().ok()
 }
 
 #[pymethods]
@@ -497,7 +464,7 @@ impl StreamCore {
                 transport: Some(transport),
                 buffered: is_buffered_protocol(protocol)?,
                 protocol: Some(protocol.clone().unbind()),
-                out: OutBuf::default(),
+                out: WriteBuffer::default(),
                 conn_lost: 0,
                 closing: false,
                 paused: false,
@@ -581,10 +548,11 @@ impl StreamCore {
                 drop(st);
                 return this.unwatch(py, WRITABLE);
             }
-            let pending = st.out.pending();
-            let sent = send_from_ptr(this.fd, pending.as_ptr(), pending.len());
+            let mut iov = Vec::new();
+            st.out.iovecs(py, &mut iov);
+            let sent = send_vectored(this.fd, &iov);
             if let Ok(Some(n)) = sent {
-                st.out.consume(n);
+                st.out.consume(py, n);
             } else if sent.is_err() {
                 st.out.clear();
             }
@@ -638,17 +606,18 @@ impl StreamCore {
         if !this.check_writable(py, "write", bytes.is_empty())? {
             return Ok(());
         }
+        let owner = as_bytes_obj(data);
         let sent = {
             let st = this.st.lock();
             if !st.out.is_empty() {
                 drop(st);
-                return Self::buffer_rest(slf, &[bytes]);
+                return Self::buffer_rest(slf, &[(bytes, owner)]);
             }
             send_from_ptr(this.fd, bytes.as_ptr(), bytes.len())
         };
         match sent {
-            Ok(Some(n)) => Self::buffer_rest(slf, &[&bytes[n..]]),
-            Ok(None) => Self::buffer_rest(slf, &[bytes]),
+            Ok(Some(n)) => Self::buffer_rest(slf, &[(&bytes[n..], owner)]),
+            Ok(None) => Self::buffer_rest(slf, &[(bytes, owner)]),
             Err(e) => Self::fatal_error(
                 slf,
                 os_error(py, e),
@@ -661,9 +630,12 @@ impl StreamCore {
     fn writelines(slf: &Bound<'_, Self>, list_of_data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        let mut items = Vec::new();
         let mut views = Vec::new();
         for item in list_of_data.try_iter()? {
-            views.push(ByteView::new(&item?)?);
+            let item = item?;
+            views.push(ByteView::new(&item)?);
+            items.push(item);
         }
         if !this.check_writable(py, "writelines", views.is_empty())? {
             return Ok(());
@@ -673,7 +645,12 @@ impl StreamCore {
             let st = this.st.lock();
             if !st.out.is_empty() {
                 drop(st);
-                return Self::buffer_rest(slf, &slices);
+                let rest: Vec<Pending<'_, '_>> = slices
+                    .iter()
+                    .zip(&items)
+                    .map(|(s, o)| (*s, as_bytes_obj(o)))
+                    .collect();
+                return Self::buffer_rest(slf, &rest);
             }
             let iov: Vec<libc::iovec> = slices
                 .iter()
@@ -695,11 +672,11 @@ impl StreamCore {
                 )
             }
         };
-        let mut rest = Vec::with_capacity(slices.len());
-        for s in slices {
+        let mut rest: Vec<Pending<'_, '_>> = Vec::with_capacity(slices.len());
+        for (s, item) in slices.iter().zip(&items) {
             let skip = n.min(s.len());
             n -= skip;
-            rest.push(&s[skip..]);
+            rest.push((&s[skip..], as_bytes_obj(item)));
         }
         Self::buffer_rest(slf, &rest)
     }

@@ -1,0 +1,127 @@
+//! `WriteBuffer`: what a stream transport accepted in `write()` but the
+//! kernel has not taken yet, sent with one `sendmsg` over all of it.
+//!
+//! Large `bytes` objects are referenced, not copied (they are immutable):
+//! an echo of 100 KiB messages that the kernel takes in parts costs no
+//! copy in user space. Small writes, and mutable buffers (`bytearray`,
+//! `memoryview`, whose contents the caller may change after `write()`),
+//! are copied into owned chunks, small ones coalesced.
+
+use std::collections::VecDeque;
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::syscalls::IOV_MAX;
+
+/// Below this, copying is cheaper than holding a reference and an iovec.
+const COPY_BELOW: usize = 4096;
+
+/// Small copies are appended to the last owned chunk up to this size.
+const COALESCE_UP_TO: usize = 64 * 1024;
+
+enum Chunk {
+    Owned {
+        data: Vec<u8>,
+        start: usize,
+    },
+    Shared {
+        obj: Py<PyBytes>,
+        start: usize,
+        end: usize,
+    },
+}
+
+impl Chunk {
+    fn bytes<'a>(&'a self, py: Python<'_>) -> &'a [u8] {
+        match self {
+            Chunk::Owned { data, start } => &data[*start..],
+            Chunk::Shared { obj, start, end } => &obj.as_bytes(py)[*start..*end],
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        match self {
+            Chunk::Owned { start, .. } | Chunk::Shared { start, .. } => *start += n,
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct WriteBuffer {
+    chunks: VecDeque<Chunk>,
+    len: usize,
+}
+
+impl WriteBuffer {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.chunks.clear();
+        self.len = 0;
+    }
+
+    /// Append `data`, which is a slice of `owner` when `owner` is given
+    /// (an immutable `bytes`, then referenced instead of copied).
+    pub(crate) fn push(&mut self, data: &[u8], owner: Option<&Bound<'_, PyBytes>>) {
+        if data.is_empty() {
+            return;
+        }
+        self.len += data.len();
+        if let Some(obj) = owner.filter(|_| data.len() >= COPY_BELOW) {
+            let start = data.as_ptr() as usize - obj.as_bytes().as_ptr() as usize;
+            self.chunks.push_back(Chunk::Shared {
+                obj: obj.clone().unbind(),
+                start,
+                end: start + data.len(),
+            });
+            return;
+        }
+        if let Some(Chunk::Owned { data: tail, .. }) = self.chunks.back_mut() {
+            if tail.len() + data.len() <= COALESCE_UP_TO {
+                tail.extend_from_slice(data);
+                return;
+            }
+        }
+        self.chunks.push_back(Chunk::Owned {
+            data: data.to_vec(),
+            start: 0,
+        });
+    }
+
+    /// The pending bytes as iovecs (at most IOV_MAX), valid while `self`
+    /// is neither changed nor dropped.
+    pub(crate) fn iovecs(&self, py: Python<'_>, out: &mut Vec<libc::iovec>) {
+        out.clear();
+        out.extend(self.chunks.iter().take(IOV_MAX).map(|c| {
+            let b = c.bytes(py);
+            libc::iovec {
+                iov_base: b.as_ptr().cast_mut().cast(),
+                iov_len: b.len(),
+            }
+        }));
+    }
+
+    /// Drop the first `n` bytes (sent).
+    pub(crate) fn consume(&mut self, py: Python<'_>, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            let size = front.bytes(py).len();
+            if n < size {
+                front.advance(n);
+                break;
+            }
+            n -= size;
+            self.chunks.pop_front();
+        }
+    }
+}
