@@ -557,7 +557,9 @@ impl CoreLoop {
         let threshold = this.slow.threshold();
         let mut tally = BatchTally::default();
         let outcome = if debug || threshold > 0.0 {
-            Self::run_batch_timed(slf, &mut rs.batch, timers, threshold, &mut tally)
+            let outcome = Self::run_batch_timed(slf, &mut rs.batch, timers, threshold, &mut tally);
+            this.slow.end();
+            outcome
         } else {
             Self::run_batch(py, &mut rs.batch, timers, &mut tally)
         };
@@ -629,42 +631,39 @@ impl CoreLoop {
         // Read once per batch, as the untimed path does.
         let debug = this.debug.load(Ordering::Relaxed);
         let mut t0 = clock.now();
-        let result = (|| {
-            while let Some(handle) = batch.pop_front() {
-                let h = handle.bind(py);
-                if h.get().is_cancelled() {
-                    Self::skip_cancelled(handle, batch.len(), timers, tally);
-                    continue;
-                }
-                if debug {
-                    let seq = watch.begin(clock.now());
-                    let (outcome, slow) = Self::run_debug(slf, h, threshold, seq);
-                    watch.end();
-                    tally.slow_callbacks += u64::from(slow);
-                    release(handle);
-                    outcome?;
-                    t0 = clock.now();
-                    continue;
-                }
-                let seq = watch.begin(t0);
-                let (outcome, callback) = Handle::run_keep(h);
-                let mut t1 = clock.now();
-                let ran = t1.wrapping_sub(t0);
-                if ran >= limit {
-                    tally.slow_callbacks += 1;
-                    watch.end();
-                    Self::report_slow(slf, h, callback, clock.seconds(ran), threshold, seq);
-                    // Reporting is not the next callback's time.
-                    t1 = clock.now();
-                }
-                t0 = t1;
+        // (The caller ends the watch: `watch.end()` after the batch.)
+        while let Some(handle) = batch.pop_front() {
+            let h = handle.bind(py);
+            if h.get().is_cancelled() {
+                Self::skip_cancelled(handle, batch.len(), timers, tally);
+                continue;
+            }
+            if debug {
+                let seq = watch.begin(clock.now());
+                let (outcome, slow) = Self::run_debug(slf, h, threshold, seq);
+                watch.end();
+                tally.slow_callbacks += u64::from(slow);
                 release(handle);
                 outcome?;
+                t0 = clock.now();
+                continue;
             }
-            Ok(())
-        })();
-        watch.end();
-        result
+            let seq = watch.begin(t0);
+            let (outcome, callback) = Handle::run_keep(h);
+            let mut t1 = clock.now();
+            let ran = t1.wrapping_sub(t0);
+            if ran >= limit {
+                tally.slow_callbacks += 1;
+                watch.end();
+                Self::report_slow(slf, h, callback, clock.seconds(ran), threshold, seq);
+                // Reporting is not the next callback's time.
+                t1 = clock.now();
+            }
+            t0 = t1;
+            release(handle);
+            outcome?;
+        }
+        Ok(())
     }
 
     /// Debug mode: run one handle as asyncio's `_run_once` does (with
@@ -708,7 +707,7 @@ impl CoreLoop {
     fn report_slow(
         slf: &Bound<'_, Self>,
         h: &Bound<'_, Handle>,
-        callback: Option<Py<PyAny>>,
+        callback: Option<Bound<'_, PyAny>>,
         seconds: f64,
         threshold: f64,
         seq: u64,

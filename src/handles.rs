@@ -137,12 +137,21 @@ impl Handle {
 
     /// `run`, also returning the callable it ran (which the handle itself
     /// may have let go of meanwhile: a reader removing itself): for the
-    /// slow-callback report.
-    pub(crate) fn run_keep(slf: &Bound<'_, Handle>) -> (PyResult<()>, Option<Py<PyAny>>) {
-        let Some((func, args)) = slf.get().call_parts(slf.py()) else {
+    /// slow-callback report. (A `Bound`: dropping it skips the check a
+    /// `Py` makes of whether the GIL is held.)
+    #[inline]
+    pub(crate) fn run_keep<'py>(
+        slf: &Bound<'py, Handle>,
+    ) -> (PyResult<()>, Option<Bound<'py, PyAny>>) {
+        let py = slf.py();
+        let Some((func, args)) = slf.get().call_parts(py) else {
             return (Ok(()), None); // cancelled
         };
-        (Self::run_parts(slf, &func, &args), Some(func))
+        let (func, args) = (func.into_bound(py), args.into_bound(py));
+        (
+            Self::run_parts(slf, func.as_unbound(), args.as_unbound()),
+            Some(func),
+        )
     }
 
     #[inline(always)]
@@ -220,6 +229,7 @@ fn gc_track(obj: *mut ffi::PyObject) {
 /// The loop lets go of a handle. If it outlives the loop's reference, it
 /// and its Context copy go back to the GC now; if not, its `Drop` re-tracks
 /// the copy as it dies.
+#[inline]
 pub(crate) fn release(handle: Py<Handle>) {
     let ptr = handle.as_ptr();
     // SAFETY: reading the refcount of a live object.
