@@ -1110,14 +1110,12 @@ impl CoreLoop {
 impl CoreLoop {
     /// Transports: `n` bytes read from a socket (any thread; cheap).
     #[inline]
-    #[allow(dead_code)] // for the transports (src/stream.rs)
     pub(crate) fn record_bytes_read(&self, n: usize) {
         self.stats.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Transports: `n` bytes written to a socket (any thread; cheap).
     #[inline]
-    #[allow(dead_code)] // for the transports (src/stream.rs)
     pub(crate) fn record_bytes_written(&self, n: usize) {
         self.stats
             .bytes_written

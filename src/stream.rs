@@ -270,6 +270,10 @@ impl StreamCore {
         if data.as_bytes().is_empty() {
             return Self::on_eof(slf, protocol);
         }
+        slf.get()
+            .loop_
+            .get()
+            .record_bytes_read(data.as_bytes().len());
         if let Err(err) = protocol.call_method1(intern!(py, "data_received"), (data,)) {
             return Self::fatal_error(
                 slf,
@@ -325,6 +329,7 @@ impl StreamCore {
         if nbytes == 0 {
             return Self::on_eof(slf, protocol);
         }
+        slf.get().loop_.get().record_bytes_read(nbytes);
         if let Err(err) = protocol.call_method1(intern!(py, "buffer_updated"), (nbytes,)) {
             return Self::fatal_error(
                 slf,
@@ -553,6 +558,7 @@ impl StreamCore {
             let sent = send_vectored(this.fd, &iov);
             if let Ok(Some(n)) = sent {
                 st.out.consume(py, n);
+                this.loop_.get().record_bytes_written(n);
             } else if sent.is_err() {
                 st.out.clear();
             }
@@ -616,7 +622,10 @@ impl StreamCore {
             send_from_ptr(this.fd, bytes.as_ptr(), bytes.len())
         };
         match sent {
-            Ok(Some(n)) => Self::buffer_rest(slf, &[(&bytes[n..], owner)]),
+            Ok(Some(n)) => {
+                this.loop_.get().record_bytes_written(n);
+                Self::buffer_rest(slf, &[(&bytes[n..], owner)])
+            }
             Ok(None) => Self::buffer_rest(slf, &[(bytes, owner)]),
             Err(e) => Self::fatal_error(
                 slf,
@@ -662,7 +671,10 @@ impl StreamCore {
             send_vectored(this.fd, &iov)
         };
         let mut n = match sent {
-            Ok(Some(n)) => n,
+            Ok(Some(n)) => {
+                this.loop_.get().record_bytes_written(n);
+                n
+            }
             Ok(None) => 0,
             Err(e) => {
                 return Self::fatal_error(
