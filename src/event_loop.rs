@@ -29,7 +29,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::handles::{gc_untrack, release, Handle, TimerHandle};
 use crate::poller::{Poller, Ready, READABLE, WRITABLE};
-use crate::stats::{add_seconds, bump, BatchTally, CycleClock, LoopStats, SlowWatch};
+use crate::stats::{add_seconds, bump, BatchTally, CycleClock, LoopStats, SlowWatch, SlowWatcher};
 use crate::timers::{monotonic, TimerHeap, CLOCK_RESOLUTION};
 
 /// asyncio never sleeps longer than a day in one poll.
@@ -89,8 +89,9 @@ pub struct CoreLoop {
     /// `loop.stats()`'s counters, and the count of cancelled timers still
     /// in the heap (shared with every TimerHandle).
     stats: Arc<LoopStats>,
-    /// Slow-callback reports (`loop.set_slow_callback_threshold`).
-    slow: SlowWatch,
+    /// Slow-callback reports (`loop.set_slow_callback_threshold`), shared
+    /// with the watchdog thread's `SlowWatcher`.
+    slow: Arc<SlowWatch>,
 }
 
 /// What `_run_until_stopped` keeps from one iteration to the next.
@@ -737,7 +738,7 @@ impl CoreLoop {
             closed: AtomicBool::new(false),
             debug: AtomicBool::new(false),
             stats: Arc::new(LoopStats::new(monotonic())),
-            slow: SlowWatch::default(),
+            slow: Arc::new(SlowWatch::default()),
         })
     }
 
@@ -997,7 +998,7 @@ impl CoreLoop {
             })
         };
         self.stats.heap_cancelled.store(0, Ordering::Relaxed);
-        self.slow.turn_off();
+        self.slow.set_gone();
         drop(self.slow.take_sample(u64::MAX));
         self.poller.close();
         release_all(ready, timers, fds);
@@ -1084,10 +1085,9 @@ impl CoreLoop {
         }
     }
 
-    /// For the watchdog thread: the sequence number of the callback running
-    /// now if it has run for longer than the threshold and has no sample.
-    fn _slow_probe(&self, py: Python<'_>) -> Option<u64> {
-        self.slow.probe(CycleClock::get(py).now())
+    /// What the watchdog thread waits on (without the GIL).
+    fn _slow_watcher(&self) -> SlowWatcher {
+        SlowWatcher::new(self.slow.clone())
     }
 
     /// For the watchdog thread: where callback `seq` is blocked (a stack),
@@ -1199,8 +1199,12 @@ fn release_all(ready: VecDeque<Py<Handle>>, timers: Vec<Py<Handle>>, fds: Vec<Op
 impl Drop for CoreLoop {
     /// A loop collected without `close()` still hands its handles back.
     fn drop(&mut self) {
+        self.slow.set_gone();
         let mut st = std::mem::take(self.state.get_mut());
         let timers = st.timers.take_all();
-        Python::attach(|_py| release_all(st.ready, timers, st.fds));
+        Python::attach(|_py| {
+            release_all(st.ready, timers, st.fds);
+            drop(self.slow.take_sample(u64::MAX));
+        });
     }
 }

@@ -25,6 +25,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     fastcall::install(&m.py().get_type::<event_loop::CoreLoop>())?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<stats::SlowWatcher>()?;
     m.add_class::<sock_api::SockWaiter>()?;
     m.add_class::<stream::StreamCore>()?;
     m.add_class::<datagram::DatagramReader>()?;

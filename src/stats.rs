@@ -16,11 +16,13 @@
 //! the clock gives them): no conversion on the loop's path.
 
 use std::sync::atomic::{
-    AtomicU64, AtomicUsize,
+    AtomicBool, AtomicU64, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
 };
+use std::sync::Arc;
+use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use pyo3::prelude::*;
 
 /// Add `n` to a counter only the loop thread writes.
@@ -371,6 +373,8 @@ pub(crate) struct SlowWatch {
     /// The last `seq` the watchdog sampled (one sample per callback).
     sampled: AtomicU64,
     sample: Mutex<Option<(u64, Py<PyAny>)>>,
+    /// The loop was closed or collected: watchers stop.
+    gone: AtomicBool,
 }
 
 impl SlowWatch {
@@ -444,6 +448,62 @@ impl SlowWatch {
     pub(crate) fn take_sample(&self, seq: u64) -> Option<Py<PyAny>> {
         let kept = self.sample.lock().take()?;
         (kept.0 == seq || seq == u64::MAX).then_some(kept.1)
+    }
+
+    /// The loop is closed or collected: its watchers return.
+    pub(crate) fn set_gone(&self) {
+        self.turn_off();
+        self.gone.store(true, Relaxed);
+    }
+}
+
+/// What the watchdog thread (`ferroloop._telemetry.Watchdog`) waits on:
+/// `wait()` sleeps without the GIL, checking the loop's `SlowWatch` a few
+/// times per threshold, and returns only when the running callback has run
+/// past the threshold (to be sampled, with the GIL) or the watcher is
+/// stopped. A watcher holds the loop's `SlowWatch`, not the loop.
+#[pyclass(frozen, weakref, module = "ferroloop._ferroloop")]
+pub struct SlowWatcher {
+    watch: Arc<SlowWatch>,
+    stopped: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl SlowWatcher {
+    pub(crate) fn new(watch: Arc<SlowWatch>) -> SlowWatcher {
+        SlowWatcher {
+            watch,
+            stopped: Mutex::new(false),
+            wake: Condvar::new(),
+        }
+    }
+}
+
+#[pymethods]
+impl SlowWatcher {
+    /// Check every `interval` seconds; return the sequence number of a
+    /// callback to sample, or None once stopped (or the loop is gone).
+    fn wait(&self, py: Python<'_>, interval: f64) -> Option<u64> {
+        let clock = CycleClock::get(py);
+        let interval = Duration::from_secs_f64(interval.clamp(1e-3, 1.0));
+        py.detach(|| {
+            let mut stopped = self.stopped.lock();
+            loop {
+                if *stopped || self.watch.gone.load(Relaxed) {
+                    return None;
+                }
+                if let Some(seq) = self.watch.probe(clock.now()) {
+                    return Some(seq);
+                }
+                self.wake.wait_for(&mut stopped, interval);
+            }
+        })
+    }
+
+    /// Make `wait` return None, now and from then on.
+    fn stop(&self) {
+        *self.stopped.lock() = true;
+        self.wake.notify_all();
     }
 }
 

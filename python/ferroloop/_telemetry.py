@@ -15,7 +15,6 @@ import math
 import os
 import sys
 import threading
-import time
 import traceback
 import warnings
 import weakref
@@ -64,46 +63,76 @@ def check_threshold(seconds: float | None) -> float | None:
 
 
 class Watchdog:
-    """A daemon thread that, while a loop runs a callback for longer than
-    its slow-callback threshold, samples the loop thread's stack once (so
-    the report can say which line blocked). It wakes four times per
-    threshold (at most 1000 times a second, at least every 0.5 s), takes
-    the GIL only to ask the core, and holds no
-    reference to the loop between wake-ups. Stopped, it exits at its next
-    wake-up."""
+    """The thread that, while a loop runs a callback for longer than its
+    slow-callback threshold, samples the loop thread's stack once (so the
+    report can say which line blocked).
+
+    It waits in native code without the GIL (`SlowWatcher.wait`), checking
+    four times per threshold (at most 1000 times a second, at least once a
+    second), and takes the GIL only to sample a slow callback; it holds no
+    reference to the loop while it waits. Stopping it wakes it at once.
+
+    It is not a daemon thread: a daemon thread coming back from native code
+    while the interpreter finalizes is killed (3.13 and older) or hung there,
+    so every watchdog is stopped, and joined, before finalization instead
+    (`threading._register_atexit`, as `concurrent.futures` does).
+    """
 
     def __init__(self, loop: Any, threshold: float) -> None:
-        self._state = state = _WatchState()
-        interval = min(max(threshold / 4, 0.001), 0.5)
+        self._watcher = watcher = loop._slow_watcher()
+        interval = min(max(threshold / 4, 0.001), 1.0)
+        daemon = not _stop_all_at_exit()
         self._thread = threading.Thread(
             target=_watch,
-            args=(weakref.ref(loop), state, interval),
+            args=(weakref.ref(loop), watcher, interval),
             name="ferroloop-slow-callback-watchdog",
-            daemon=True,
+            daemon=daemon,
         )
-        self._thread.start()
+        _running.add(watcher)  # before it starts: nothing may leave it unstoppable
+        try:
+            self._thread.start()
+        except BaseException:
+            _running.discard(watcher)
+            raise
 
     def stop(self) -> None:
-        self._state.stopped = True
+        self._watcher.stop()
+        _running.discard(self._watcher)
 
 
-class _WatchState:
-    stopped = False
+# Watchers of running watchdogs, stopped at interpreter exit.
+_running: set = set()
+_exit_hook_registered = False
 
 
-def _watch(loop_ref: weakref.ref, state: _WatchState, interval: float) -> None:
-    # time.sleep, not Event.wait: a wake-up costs a few bytecodes, not a
-    # lock allocation and a Condition's worth of Python code.
-    sleep = time.sleep
-    while True:
-        sleep(interval)
-        loop = loop_ref()
-        if loop is None or state.stopped:
-            return
-        seq = loop._slow_probe()
-        if seq is not None:
+def _stop_all_at_exit() -> bool:
+    """Make sure running watchdogs are stopped before the interpreter
+    finalizes; False if that cannot be arranged (already shutting down)."""
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        try:
+            threading._register_atexit(_stop_all)
+        except (AttributeError, RuntimeError):
+            return False
+        _exit_hook_registered = True
+    return True
+
+
+def _stop_all() -> None:
+    for watcher in list(_running):
+        watcher.stop()
+
+
+def _watch(loop_ref: weakref.ref, watcher: Any, interval: float) -> None:
+    try:
+        while (seq := watcher.wait(interval)) is not None:
+            loop = loop_ref()
+            if loop is None:
+                return
             _sample(loop, seq)
-        del loop
+            del loop
+    finally:
+        _running.discard(watcher)
 
 
 def _sample(loop: Any, seq: int) -> None:
