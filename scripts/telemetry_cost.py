@@ -16,6 +16,9 @@ since the last one, so under callgrind (~50x slower) it polls far more often
 per operation than it does natively, and by how much depends on each run's
 speed; that was the one noisy term (up to 0.9% between two runs of the same
 build). The slow-callback watchdog thread is counted separately (`+wd`).
+The reports' figures are an upper bound: under callgrind a 100 ms threshold
+acts like ~2 ms natively (the watchdog wakes more often per operation, and a
+long step may really be reported and logged).
 """
 
 from __future__ import annotations
