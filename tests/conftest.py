@@ -46,3 +46,11 @@ def any_loop(request):
 def loop_kind(request) -> str:
     """The kind of loop, for tests that build their loops themselves."""
     return request.param
+
+
+@pytest.fixture
+def handler_calls(any_loop):
+    """Every context the loop's exception handler receives."""
+    calls = []
+    any_loop.set_exception_handler(lambda loop, context: calls.append(context))
+    return calls

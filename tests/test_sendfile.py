@@ -17,24 +17,12 @@ import struct
 import subprocess
 
 import pytest
+from transport_support import HOST, MB, recv_exactly, run, stream_pair, wait_until
 
-HOST = "127.0.0.1"
-MB = 1024 * 1024
 FILE_SIZE = 4 * MB + 12_345
 
 
 # --- helpers ------------------------------------------------------------------
-
-
-def run(loop, coro, timeout=5.0):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-
-
-@pytest.fixture
-def handler_calls(any_loop):
-    calls = []
-    any_loop.set_exception_handler(lambda loop, context: calls.append(context))
-    return calls
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +59,6 @@ def pause_reading_for(transport, seconds):
     asyncio.get_running_loop().call_later(seconds, transport.resume_reading)
 
 
-async def wait_until(predicate, timeout=3.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.002)
-
-
 class Collector(asyncio.Protocol):
     def __init__(self, loop):
         self.loop = loop
@@ -106,34 +85,21 @@ class Collector(asyncio.Protocol):
 @contextlib.asynccontextmanager
 async def tcp_pair(loop, server_factory=None, unix_path=None):
     """Yields (client_transport, client_protocol, server_protocol)."""
-    server_protocols = []
-
-    def factory():
-        server_protocols.append(server_factory() if server_factory else Collector(loop))
-        return server_protocols[-1]
-
     if unix_path is None:
-        server = await loop.create_server(factory, HOST, 0)
-        connect = loop.create_connection(
-            lambda: Collector(loop), *server.sockets[0].getsockname()[:2]
+        start = lambda factory: loop.create_server(factory, HOST, 0)
+        connect = lambda server, factory: loop.create_connection(
+            factory, *server.sockets[0].getsockname()[:2]
         )
     else:
-        server = await loop.create_unix_server(factory, unix_path)
-        connect = loop.create_unix_connection(lambda: Collector(loop), unix_path)
-    tr = None
-    try:
-        tr, client = await connect
-        await wait_until(lambda: server_protocols and server_protocols[0].transport)
-        yield tr, client, server_protocols[0]
-    finally:
-        if tr is not None and not tr.is_closing():
-            tr.abort()
-        for p in server_protocols:
-            if p.transport is not None and not p.transport.is_closing():
-                p.transport.abort()
-        server.close()
-        await server.wait_closed()
-        await asyncio.sleep(0.01)
+        start = lambda factory: loop.create_unix_server(factory, unix_path)
+        connect = lambda server, factory: loop.create_unix_connection(factory, unix_path)
+    async with stream_pair(loop, start, connect, lambda: Collector(loop), None, server_factory) as (
+        tr,
+        client,
+        sproto,
+        _server,
+    ):
+        yield tr, client, sproto
 
 
 @contextlib.asynccontextmanager
@@ -152,16 +118,6 @@ async def raw_stream_pair():
     finally:
         a.close()
         b.close()
-
-
-async def recv_exactly(loop, sock, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = await loop.sock_recv(sock, min(n - len(buf), MB))
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
 
 
 # --- loop.sendfile over TCP ---------------------------------------------------

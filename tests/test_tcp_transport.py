@@ -20,46 +20,19 @@ import weakref
 
 import pytest
 from support import open_fd_count
-
-HOST = "127.0.0.1"
-MB = 1024 * 1024
-
+from transport_support import (
+    HOST,
+    MB,
+    FlowRecording,
+    pattern,
+    recv_exactly,
+    recv_until_eof,
+    run,
+    stream_pair,
+    wait_until,
+)
 
 # --- helpers ------------------------------------------------------------------
-
-
-def run(loop, coro, timeout=5.0):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-
-
-@pytest.fixture
-def handler_calls(any_loop):
-    """Every context the loop's exception handler receives."""
-    calls = []
-    any_loop.set_exception_handler(lambda loop, context: calls.append(context))
-    return calls
-
-
-async def wait_until(predicate, timeout=3.0):
-    """Poll until predicate() is true; fail the test if it never is."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.002)
-
-
-def pattern(n: int, seed: int = 0) -> bytes:
-    """n bytes that are not a repetition of one short block."""
-    block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB
-    shifted = [block[i % 61 :] + block[: i % 61] for i in range(17)]
-    out = bytearray()
-    i = 0
-    while len(out) < n:
-        out += shifted[i % 17]
-        i += 1
-    return bytes(out[:n])
 
 
 class Recorder(asyncio.Protocol):
@@ -101,38 +74,20 @@ class Recorder(asyncio.Protocol):
             self.lost.set_result(exc)
 
 
-@contextlib.asynccontextmanager
-async def tcp_pair(loop, client_factory=None, server_factory=None):
+def tcp_pair(loop, client_factory=None, server_factory=None):
     """A create_server server, and one create_connection client to it.
 
     Yields (client_transport, client_protocol, server_protocol, server)."""
-    server_protocols = []
-
-    def factory():
-        proto = server_factory() if server_factory else Recorder(loop)
-        server_protocols.append(proto)
-        return proto
-
-    server = await loop.create_server(factory, HOST, 0)
-    port = server.sockets[0].getsockname()[1]
-    transport = None
-    try:
-        transport, client = await loop.create_connection(
-            client_factory or (lambda: Recorder(loop)), HOST, port
-        )
-        await wait_until(lambda: server_protocols and server_protocols[0].transport is not None)
-        yield transport, client, server_protocols[0], server
-    finally:
-        # (asyncio's abort() fails once a close() has flushed a buffer and
-        # lost the connection, so only transports still open are aborted.)
-        if transport is not None and not transport.is_closing():
-            transport.abort()
-        for proto in server_protocols:
-            if proto.transport is not None and not proto.transport.is_closing():
-                proto.transport.abort()
-        server.close()
-        await server.wait_closed()
-        await asyncio.sleep(0.01)  # let connection_lost callbacks run
+    return stream_pair(
+        loop,
+        lambda factory: loop.create_server(factory, HOST, 0),
+        lambda server, factory: loop.create_connection(
+            factory, HOST, server.sockets[0].getsockname()[1]
+        ),
+        lambda: Recorder(loop),
+        client_factory,
+        server_factory,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -158,23 +113,6 @@ async def raw_peer(loop, client_factory):
             conn.close()
         listener.close()
         await asyncio.sleep(0.01)
-
-
-async def recv_exactly(loop, sock, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = await loop.sock_recv(sock, min(n - len(buf), 1 * MB))
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
-
-
-async def recv_until_eof(loop, sock):
-    buf = bytearray()
-    while chunk := await loop.sock_recv(sock, 1 * MB):
-        buf += chunk
-    return bytes(buf)
 
 
 def reset_close(sock):
@@ -580,20 +518,8 @@ def test_server_write_eof_client_keeps_open_and_replies(any_loop):
 # --- flow control: writing ----------------------------------------------------
 
 
-class FlowClient(Recorder):
-    def __init__(self, loop):
-        super().__init__(loop)
-        self.flow = []
-        self.can_write = asyncio.Event()
-        self.can_write.set()
-
-    def pause_writing(self):
-        self.flow.append(("pause", self.transport.get_write_buffer_size()))
-        self.can_write.clear()
-
-    def resume_writing(self):
-        self.flow.append(("resume", self.transport.get_write_buffer_size()))
-        self.can_write.set()
+class FlowClient(FlowRecording, Recorder):
+    """A Recorder that records pause_writing/resume_writing."""
 
 
 class HashingServer(asyncio.Protocol):

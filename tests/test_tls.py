@@ -49,9 +49,7 @@ import sys
 import pytest
 from support import is_ferroloop, open_fd_count
 from tls_support import CLIENT_CN, SNI_NAME, CertificateToolMissing, make_certificates
-
-HOST = "127.0.0.1"
-MB = 1024 * 1024
+from transport_support import HOST, MB, pattern, run, wait_until
 
 NEW_SSLPROTO = sys.version_info >= (3, 11)
 needs_311 = pytest.mark.skipif(
@@ -65,10 +63,6 @@ X509_V_ERR_HOSTNAME_MISMATCH = 62
 # --- helpers ------------------------------------------------------------------
 
 
-def run(loop, coro, timeout=5.0):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-
-
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory):
     try:
@@ -78,41 +72,11 @@ def certs(tmp_path_factory):
 
 
 @pytest.fixture
-def handler_calls(any_loop):
-    """Every context the loop's exception handler receives."""
-    calls = []
-    any_loop.set_exception_handler(lambda loop, context: calls.append(context))
-    return calls
-
-
-@pytest.fixture
 def sock_path(tmp_path):
     path = tmp_path / "tls.sock"
     if len(os.fsencode(path)) > 100:
         pytest.skip("tmp_path is too long for an AF_UNIX path")
     return path
-
-
-async def wait_until(predicate, timeout=3.0):
-    """Poll until predicate() is true; fail the test if it never is."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.002)
-
-
-def pattern(n: int, seed: int = 0) -> bytes:
-    """n bytes that are not a repetition of one short block."""
-    block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB
-    shifted = [block[i % 61 :] + block[: i % 61] for i in range(17)]
-    out = bytearray()
-    i = 0
-    while len(out) < n:
-        out += shifted[i % 17]
-        i += 1
-    return bytes(out[:n])
 
 
 def rss_bytes() -> int:

@@ -18,31 +18,9 @@ import weakref
 
 import pytest
 from support import open_fd_count
-
-HOST = "127.0.0.1"
-
+from transport_support import HOST, run, wait_until
 
 # --- helpers ------------------------------------------------------------------
-
-
-def run(loop, coro, timeout=5.0):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-
-
-@pytest.fixture
-def handler_calls(any_loop):
-    calls = []
-    any_loop.set_exception_handler(lambda loop, context: calls.append(context))
-    return calls
-
-
-async def wait_until(predicate, timeout=3.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.002)
 
 
 class Recorder(asyncio.DatagramProtocol):

@@ -9,10 +9,8 @@ https://docs.python.org/3/library/asyncio-eventloop.html#working-with-unix-socke
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import gc
-import hashlib
 import os
 import pathlib
 import socket
@@ -24,8 +22,7 @@ import weakref
 
 import pytest
 from support import open_fd_count
-
-MB = 1024 * 1024
+from transport_support import MB, FlowRecording, pattern, recv_exactly, run, stream_pair, wait_until
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs AF_UNIX")
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="Linux abstract namespace")
@@ -37,17 +34,6 @@ needs_313 = pytest.mark.skipif(
 # --- helpers ------------------------------------------------------------------
 
 
-def run(loop, coro, timeout=5.0):
-    return loop.run_until_complete(asyncio.wait_for(coro, timeout))
-
-
-@pytest.fixture
-def handler_calls(any_loop):
-    calls = []
-    any_loop.set_exception_handler(lambda loop, context: calls.append(context))
-    return calls
-
-
 @pytest.fixture
 def sock_path(tmp_path):
     # AF_UNIX paths are limited to ~108 bytes: keep it short.
@@ -55,26 +41,6 @@ def sock_path(tmp_path):
     if len(os.fsencode(path)) > 100:
         pytest.skip("tmp_path is too long for an AF_UNIX path")
     return path
-
-
-async def wait_until(predicate, timeout=3.0):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.002)
-
-
-def pattern(n: int, seed: int = 0) -> bytes:
-    block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB
-    shifted = [block[i % 61 :] + block[: i % 61] for i in range(17)]
-    out = bytearray()
-    i = 0
-    while len(out) < n:
-        out += shifted[i % 17]
-        i += 1
-    return bytes(out[:n])
 
 
 class Recorder(asyncio.Protocol):
@@ -110,67 +76,21 @@ class Recorder(asyncio.Protocol):
             self.lost.set_result(exc)
 
 
-class FlowClient(Recorder):
-    def __init__(self, loop):
-        super().__init__(loop)
-        self.flow = []
-        self.can_write = asyncio.Event()
-        self.can_write.set()
-
-    def pause_writing(self):
-        self.flow.append(("pause", self.transport.get_write_buffer_size()))
-        self.can_write.clear()
-
-    def resume_writing(self):
-        self.flow.append(("resume", self.transport.get_write_buffer_size()))
-        self.can_write.set()
+class FlowClient(FlowRecording, Recorder):
+    """A Recorder that records pause_writing/resume_writing."""
 
 
-@contextlib.asynccontextmanager
-async def unix_pair(loop, path, client_factory=None, server_factory=None):
+def unix_pair(loop, path, client_factory=None, server_factory=None):
     """A create_unix_server server on path and one create_unix_connection
     client. Yields (client_transport, client_protocol, server_protocol, server)."""
-    server_protocols = []
-
-    def factory():
-        proto = server_factory() if server_factory else Recorder(loop)
-        server_protocols.append(proto)
-        return proto
-
-    server = await loop.create_unix_server(factory, path)
-    transport = None
-    try:
-        transport, client = await loop.create_unix_connection(
-            client_factory or (lambda: Recorder(loop)), path
-        )
-        await wait_until(lambda: server_protocols and server_protocols[0].transport is not None)
-        yield transport, client, server_protocols[0], server
-    finally:
-        if transport is not None and not transport.is_closing():
-            transport.abort()
-        for proto in server_protocols:
-            if proto.transport is not None and not proto.transport.is_closing():
-                proto.transport.abort()
-        server.close()
-        await server.wait_closed()
-        await asyncio.sleep(0.01)
-
-
-async def recv_exactly(loop, sock, n):
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = await loop.sock_recv(sock, min(n - len(buf), MB))
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
-
-
-async def recv_until_eof(loop, sock):
-    buf = bytearray()
-    while chunk := await loop.sock_recv(sock, MB):
-        buf += chunk
-    return bytes(buf)
+    return stream_pair(
+        loop,
+        lambda factory: loop.create_unix_server(factory, path),
+        lambda server, factory: loop.create_unix_connection(factory, path),
+        lambda: Recorder(loop),
+        client_factory,
+        server_factory,
+    )
 
 
 def make_stale_socket_file(path):
