@@ -86,20 +86,30 @@ fn is_buffered_protocol(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
     protocol.is_instance(cls.bind(py))
 }
 
-/// A byte view of what `write` accepts (bytes, bytearray, memoryview).
+/// A contiguous byte view of a buffer object: what `write` sends
+/// (`PyBUF_SIMPLE`) or what `recv_into` fills (`PyBUF_WRITABLE`).
 struct ByteView {
     view: ffi::Py_buffer,
 }
 
 impl ByteView {
-    fn new(obj: &Bound<'_, PyAny>) -> PyResult<ByteView> {
+    fn new(obj: &Bound<'_, PyAny>, flags: std::os::raw::c_int) -> PyResult<ByteView> {
         // SAFETY: a zeroed Py_buffer is what PyObject_GetBuffer fills in.
         let mut view: ffi::Py_buffer = unsafe { std::mem::zeroed() };
         // SAFETY: `obj` is live; on success the buffer is released in Drop.
-        if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut view, ffi::PyBUF_SIMPLE) } < 0 {
+        if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut view, flags) } < 0 {
             return Err(PyErr::fetch(obj.py()));
         }
         Ok(ByteView { view })
+    }
+
+    fn len(&self) -> usize {
+        self.view.len as usize
+    }
+
+    /// Only for a view acquired with `PyBUF_WRITABLE`.
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.view.buf.cast()
     }
 
     fn as_slice(&self) -> &[u8] {
@@ -299,27 +309,16 @@ impl StreamCore {
             Ok(_) => {}
             Err(err) => return Self::fatal_error(slf, err, GET_BUFFER_FAILED),
         }
-        let received = {
-            // SAFETY: a zeroed Py_buffer is what PyObject_GetBuffer fills in.
-            let mut view: ffi::Py_buffer = unsafe { std::mem::zeroed() };
-            // SAFETY: `buf` is live; the view is released right after recv,
-            // before the protocol runs again (it may resize its buffer).
-            unsafe {
-                if ffi::PyObject_GetBuffer(buf.as_ptr(), &mut view, ffi::PyBUF_WRITABLE) < 0 {
-                    // socket.recv_into's own error for anything but a
-                    // writable buffer.
-                    drop(PyErr::fetch(py));
-                    Err(PyTypeError::new_err(format!(
-                        "recv_into() argument 'buffer' must be read-write bytes-like object, not {}",
-                        buf.get_type().name()?
-                    )))
-                } else {
-                    let r = recv_into_ptr(slf.get().fd, view.buf.cast(), view.len as usize)
-                        .map_err(|e| os_error(py, e));
-                    ffi::PyBuffer_Release(&mut view);
-                    r
-                }
-            }
+        let received = match ByteView::new(&buf, ffi::PyBUF_WRITABLE) {
+            // socket.recv_into's own error for anything but a writable buffer.
+            Err(_) => Err(PyTypeError::new_err(format!(
+                "recv_into() argument 'buffer' must be read-write bytes-like object, not {}",
+                buf.get_type().name()?
+            ))),
+            // The view is released right after recv, before the protocol
+            // runs again (it may resize its buffer).
+            Ok(mut view) => recv_into_ptr(slf.get().fd, view.as_mut_ptr(), view.len())
+                .map_err(|e| os_error(py, e)),
         };
         let nbytes = match received {
             Ok(Some(n)) => n,
@@ -597,7 +596,7 @@ impl StreamCore {
         let py = slf.py();
         let this = slf.get();
         check_write_type(data)?;
-        let view = match ByteView::new(data) {
+        let view = match ByteView::new(data, ffi::PyBUF_SIMPLE) {
             Ok(view) => view,
             Err(err) => {
                 // A non-contiguous memoryview: asyncio's send fails with
@@ -643,7 +642,7 @@ impl StreamCore {
         let mut views = Vec::new();
         for item in list_of_data.try_iter()? {
             let item = item?;
-            views.push(ByteView::new(&item)?);
+            views.push(ByteView::new(&item, ffi::PyBUF_SIMPLE)?);
             items.push(item);
         }
         if !this.check_writable(py, "writelines", views.is_empty())? {
