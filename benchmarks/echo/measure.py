@@ -1,12 +1,16 @@
 """One echo measurement: start a server, drive it with echo-client, stop it.
 
-Also builds the Rust tools (echo-client, and echo-server: the ceiling).
+serve_and_drive and run_client are the same steps for any server and client (the
+HTTP benchmark uses them).
+
+Also builds the Rust tools (echo-client, echo-server: the ceiling, http-client).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import select
 import shutil
 import subprocess
@@ -43,7 +47,7 @@ class Settings:
 
 def build_rust() -> None:
     """`cargo build --release` of the Rust tools (a no-op when up to date)."""
-    binaries = [BIN_DIR / "echo-client", BIN_DIR / "echo-server"]
+    binaries = [BIN_DIR / name for name in ("echo-client", "echo-server", "http-client")]
     if shutil.which("cargo") is None:
         if all(path.exists() for path in binaries):
             return
@@ -65,7 +69,7 @@ def _where(settings: Settings) -> list[str]:
     return ["--addr", "127.0.0.1:0"]
 
 
-def _pin(settings: Settings, cpu: int) -> list[str]:
+def pin(settings: Settings, cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if settings.taskset else []
 
 
@@ -101,12 +105,20 @@ def _tail(stream) -> str:
 def measure(loop_name: str, workload: Workload, settings: Settings) -> dict:
     """Run one server under the client: the client's JSON, CPU figures (see
     cpustat), or `error`."""
-    command = _pin(settings, 0) + _server_command(loop_name, workload.mode) + _where(settings)
+    command = pin(settings, 0) + _server_command(loop_name, workload.mode) + _where(settings)
+    return serve_and_drive(
+        command, lambda server, address: _drive(server, address, workload, settings)
+    )
+
+
+def serve_and_drive(command: list[str], drive) -> dict:
+    """Start the server `command`, wait for its READY line, return `drive(server,
+    address)` (or `error` and the server's stderr), stop the server."""
     with tempfile.TemporaryFile("w+") as server_err:
         server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=server_err, text=True)
         try:
             address = _wait_ready(server)
-            return _drive(server, address, workload, settings)
+            return drive(server, address)
         except (RuntimeError, ValueError) as error:
             stderr = _tail(server_err)
             last = stderr.strip().splitlines()[-1:] or [""]
@@ -118,7 +130,7 @@ def measure(loop_name: str, workload: Workload, settings: Settings) -> dict:
 
 def _drive(server: subprocess.Popen, address: str, workload: Workload, settings: Settings):
     flag = "--unix" if settings.unix_dir else "--addr"
-    command = _pin(settings, 1) + [
+    command = pin(settings, 1) + [
         str(BIN_DIR / "echo-client"),
         *(flag, address),
         *("--size", str(workload.size)),
@@ -126,6 +138,14 @@ def _drive(server: subprocess.Popen, address: str, workload: Workload, settings:
         *("--duration", str(settings.duration)),
         *("--warmup", str(settings.warmup)),
     ]
+    return run_client(server, command, settings)
+
+
+def run_client(server: subprocess.Popen, command: list[str], settings: Settings, parse=json.loads):
+    """Run the load generator `command` against `server`; its result (`parse` of
+    its stdout: a dict with `requests`, and `client_cpu` unless the child's CPU
+    time should be taken from its rusage) with the CPU figures of the window."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     client = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(settings.warmup)  # sample CPU times over the measured window
     before, started = cpustat.snapshot(server.pid), time.perf_counter()
@@ -140,8 +160,12 @@ def _drive(server: subprocess.Popen, address: str, workload: Workload, settings:
         raise RuntimeError(f"server died (exit status {server.returncode})")
     if client.returncode:
         raise RuntimeError(f"client failed: {err.strip() or client.returncode}")
-    result = json.loads(out)
+    result = parse(out)
     if not result["requests"]:
         raise RuntimeError("no round trip completed")
+    if "client_cpu" not in result:  # its whole run, warm-up included
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
+        seconds = used.ru_utime + used.ru_stime - children.ru_utime - children.ru_stime
+        result["client_cpu"] = round(seconds / (settings.warmup + settings.duration), 3)
     result.update(cpustat.figures(before, after, wall, result["client_cpu"], settings.taskset))
     return result
