@@ -36,22 +36,24 @@ def _taken(run: dict) -> float:
     return run.get("other_cpu", 0) + run.get("steal", 0)
 
 
-def _cell(runs: list[dict]) -> dict:
+def cell(runs: list[dict]) -> dict:
+    """Median, min and max of `rps` over the runs of one cell, failures, disturbed
+    runs, and the median and max of each CPU figure."""
     rates = [run["rps"] for run in runs if "rps" in run]
-    cell = {
+    out = {
         "ok": len(rates),
         "failed": len(runs) - len(rates),
         "errors": sorted({run["error"] for run in runs if "error" in run}),
     }
     if rates:
-        cell.update(median=statistics.median(rates), min=min(rates), max=max(rates))
-    cell["disturbed"] = sum(_taken(run) > DISTURBED for run in runs)
+        out.update(median=statistics.median(rates), min=min(rates), max=max(rates))
+    out["disturbed"] = sum(_taken(run) > DISTURBED for run in runs)
     for side in CPU_FIGURES:
         values = [run[side] for run in runs if side in run]
         if values:
-            cell[f"{side}_median"] = statistics.median(values)
-            cell[f"{side}_max"] = max(values)
-    return cell
+            out[f"{side}_median"] = statistics.median(values)
+            out[f"{side}_max"] = max(values)
+    return out
 
 
 def summarize(results: list[dict], loops: list[str], workloads: list[Workload]) -> dict:
@@ -72,13 +74,13 @@ def summarize(results: list[dict], loops: list[str], workloads: list[Workload]) 
             "mode": w.mode,
             "size": w.size,
             "concurrency": w.concurrency,
-            "loops": {name: _cell(runs(name, w.size, w.concurrency, w.mode)) for name in loops},
+            "loops": {name: cell(runs(name, w.size, w.concurrency, w.mode)) for name in loops},
         }
         for w in workloads
     ]
     shapes = dict.fromkeys((w.size, w.concurrency) for w in workloads)
     ceiling = [
-        {"size": size, "concurrency": c, **_cell(runs(CEILING, size, c))} for size, c in shapes
+        {"size": size, "concurrency": c, **cell(runs(CEILING, size, c))} for size, c in shapes
     ]
     return {"rows": rows, "ceiling": ceiling}
 
