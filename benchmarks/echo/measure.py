@@ -8,6 +8,7 @@ Also builds the Rust tools (echo-client, echo-server: the ceiling, http-client).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -43,6 +44,7 @@ class Settings:
     warmup: float
     unix_dir: str | None  # Unix sockets in this directory, else TCP on 127.0.0.1
     taskset: bool  # server on CPU 0, client on CPU 1
+    tls: bool = False  # TLS 1.3 between client and server (certificates: tls_files())
 
 
 def build_rust() -> None:
@@ -57,10 +59,57 @@ def build_rust() -> None:
     subprocess.run(command, check=True)
 
 
-def _server_command(loop_name: str, mode: str) -> list[str]:
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: str  # the CA certificate the client verifies against
+    cert: str  # the server's certificate (localhost, 127.0.0.1), signed by the CA
+    key: str
+
+
+_KEEP: list[tempfile.TemporaryDirectory] = []
+
+
+@functools.cache
+def tls_files() -> TlsFiles:
+    """A CA and a server certificate (EC P-256), made once per process with the
+    openssl command into a temporary directory removed at exit."""
+    if shutil.which("openssl") is None:
+        sys.exit("--tls needs the openssl command (Debian: apt-get install openssl)")
+    directory = tempfile.TemporaryDirectory(prefix="echo-tls-")
+    _KEEP.append(directory)  # lives with the process, removed at exit
+    d = Path(directory.name)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl("req", "-x509", *ec, "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"),
+            "-days", "2", "-subj", "/CN=echo benchmark CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")  # fmt: skip
+    openssl("req", *ec, "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"),
+            "-subj", "/CN=localhost")  # fmt: skip
+    extensions = d / "server.ext"
+    extensions.write_text(
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\n"
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n"
+    )
+    openssl("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.pem"),
+            "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "2",
+            "-extfile", str(extensions), "-out", str(d / "server.pem"))  # fmt: skip
+    return TlsFiles(str(d / "ca.pem"), str(d / "server.pem"), str(d / "server.key"))
+
+
+def _server_command(loop_name: str, mode: str, settings: Settings) -> list[str]:
+    tls = []
+    if settings.tls:
+        files = tls_files()
+        tls = ["--tls-cert", files.cert, "--tls-key", files.key]
     if loop_name == CEILING:
-        return [str(BIN_DIR / "echo-server")]
-    return [sys.executable, str(SERVERS), "--mode", mode, "--loop", loop_name]
+        return [str(BIN_DIR / "echo-server"), *tls]
+    return [sys.executable, str(SERVERS), "--mode", mode, "--loop", loop_name, *tls]
 
 
 def _where(settings: Settings) -> list[str]:
@@ -105,7 +154,8 @@ def _tail(stream) -> str:
 def measure(loop_name: str, workload: Workload, settings: Settings) -> dict:
     """Run one server under the client: the client's JSON, CPU figures (see
     cpustat), or `error`."""
-    command = pin(settings, 0) + _server_command(loop_name, workload.mode) + _where(settings)
+    command = pin(settings, 0) + _server_command(loop_name, workload.mode, settings)
+    command += _where(settings)
     return serve_and_drive(
         command, lambda server, address: _drive(server, address, workload, settings)
     )
@@ -137,6 +187,7 @@ def _drive(server: subprocess.Popen, address: str, workload: Workload, settings:
         *("--concurrency", str(workload.concurrency)),
         *("--duration", str(settings.duration)),
         *("--warmup", str(settings.warmup)),
+        *(("--tls-ca", tls_files().ca) if settings.tls else ()),
     ]
     return run_client(server, command, settings)
 

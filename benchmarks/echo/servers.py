@@ -2,6 +2,8 @@
 
     python benchmarks/echo/servers.py --mode protocol --loop ferroloop --addr 127.0.0.1:0
     python benchmarks/echo/servers.py --mode streams --loop uvloop --unix /tmp/echo.sock
+    python benchmarks/echo/servers.py --mode protocol --loop ferroloop \
+        --tls-cert server.pem --tls-key server.key      # TLS 1.3 (ssl.SSLContext)
 
 Modes:
   sock              loop.sock_accept / sock_recv / sock_sendall, one task per connection
@@ -14,6 +16,11 @@ Every mode listens on a socket bound here (port 0 picks a free port), so all mod
 and loops bind the same way, and sets TCP_NODELAY on each accepted TCP connection
 (asyncio's own transports do so too). Prints "READY <address>" once listening, then
 serves until killed.
+
+With --tls-cert/--tls-key the streams, protocol and bufferedprotocol modes serve
+TLS through the loop's own `ssl=` support (asyncio's and ferroloop's sslproto,
+uvloop's own), with an `ssl.SSLContext` that allows TLS 1.3 only; `sock` has no
+TLS (sock_recv/sock_sendall work on plain sockets).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import asyncio
 import importlib
 import os
 import socket
+import ssl
 import stat
 import sys
 
@@ -52,7 +60,9 @@ async def sock_echo(loop, client: socket.socket) -> None:
             pass
 
 
-async def serve_sock(loop, listener: socket.socket) -> None:
+async def serve_sock(loop, listener: socket.socket, ssl_context=None) -> None:
+    if ssl_context is not None:
+        raise ValueError("the sock mode has no TLS")
     tasks = set()  # keep references until each connection ends
 
     async def accept_forever():
@@ -82,11 +92,11 @@ async def streams_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         writer.close()
 
 
-async def serve_streams(loop, listener: socket.socket) -> None:
+async def serve_streams(loop, listener: socket.socket, ssl_context=None) -> None:
     if listener.family == socket.AF_UNIX:
-        await asyncio.start_unix_server(streams_echo, sock=listener)
+        await asyncio.start_unix_server(streams_echo, sock=listener, ssl=ssl_context)
     else:
-        await asyncio.start_server(streams_echo, sock=listener)
+        await asyncio.start_server(streams_echo, sock=listener, ssl=ssl_context)
 
 
 # ------------------------------------------------------------------ (buffered) protocol
@@ -116,11 +126,11 @@ class EchoBufferedProtocol(asyncio.BufferedProtocol):
 
 
 def _serve_protocol(protocol_class):
-    async def serve(loop, listener: socket.socket) -> None:
+    async def serve(loop, listener: socket.socket, ssl_context=None) -> None:
         if listener.family == socket.AF_UNIX:
-            await loop.create_unix_server(protocol_class, sock=listener)
+            await loop.create_unix_server(protocol_class, sock=listener, ssl=ssl_context)
         else:
-            await loop.create_server(protocol_class, sock=listener)
+            await loop.create_server(protocol_class, sock=listener, ssl=ssl_context)
 
     return serve
 
@@ -164,7 +174,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--addr", help="HOST:PORT to listen on (default 127.0.0.1:0)")
     where.add_argument("--unix", metavar="PATH", help="listen on a Unix socket instead")
-    return parser.parse_args(argv)
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve TLS 1.3 with this certificate")
+    parser.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    return args
+
+
+def server_context(cert: str, key: str) -> ssl.SSLContext:
+    """TLS 1.3 only; the suite is the client's choice (it offers one)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(cert, key)
+    return context
 
 
 def main(argv=None) -> int:
@@ -173,7 +196,8 @@ def main(argv=None) -> int:
     asyncio.set_event_loop(loop)
     listener = listen(args.addr, args.unix)
     where = address(listener)  # before a loop may take the socket over
-    loop.run_until_complete(MODES[args.mode](loop, listener))
+    context = server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    loop.run_until_complete(MODES[args.mode](loop, listener, context))
     print(f"READY {where}", flush=True)
     try:
         loop.run_forever()

@@ -6,6 +6,7 @@
 //! ending inside the measured window (after the warm-up) are counted.
 
 use std::io::{self, ErrorKind, Read, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
@@ -24,6 +25,8 @@ pub struct Config {
     /// Compare the echoed bytes of every n-th round trip of each connection
     /// (1: all).
     pub verify_every: u64,
+    /// TLS: the client configuration and the server name to verify.
+    pub tls: Option<(Arc<rustls::ClientConfig>, String)>,
 }
 
 /// The measured window, and what completed inside it.
@@ -83,6 +86,9 @@ impl Conn {
             verify_every,
         } = load;
         loop {
+            if can_write && self.stream.has_pending_output() {
+                can_write = self.stream.flush_output()?;
+            }
             let write_now = can_write && self.sent < msg.len();
             // The server can only echo what it got; reading while still sending
             // keeps large messages from filling both directions' buffers.
@@ -133,7 +139,7 @@ impl Conn {
         token: Token,
         size: usize,
     ) -> io::Result<()> {
-        let blocked = self.sent < size;
+        let blocked = self.sent < size || self.stream.has_pending_output();
         if blocked != self.writable_interest {
             let interest = if blocked {
                 Interest::READABLE | Interest::WRITABLE
@@ -179,10 +185,18 @@ fn message(size: usize) -> Vec<u8> {
 }
 
 pub fn run(config: &Config) -> io::Result<Report> {
+    run_reporting(config).map(|(report, _)| report)
+}
+
+/// `run`, and the negotiated TLS cipher suite when `config.tls` is set.
+pub fn run_reporting(config: &Config) -> io::Result<(Report, Option<String>)> {
     let mut poll = Poll::new()?;
     let mut conns = Vec::with_capacity(config.concurrency);
     for i in 0..config.concurrency {
-        let mut stream = Stream::connect(&config.endpoint)?;
+        let mut stream = match &config.tls {
+            Some((tls, name)) => Stream::connect_tls(&config.endpoint, tls, name)?,
+            None => Stream::connect(&config.endpoint)?,
+        };
         poll.registry()
             .register(&mut stream, Token(i), Interest::READABLE)?;
         conns.push(Conn {
@@ -234,12 +248,14 @@ pub fn run(config: &Config) -> io::Result<Report> {
         }
     }
     let cpu_seconds = cpu::process_seconds() - cpu_at_start.unwrap_or_else(cpu::process_seconds);
-    Ok(Report {
+    let cipher = conns.first().and_then(|conn| conn.stream.cipher_suite());
+    let report = Report {
         size: config.size,
         concurrency: config.concurrency,
         requests: load.window.requests,
         seconds: config.duration.as_secs_f64(),
         cpu_seconds,
         latencies_us: load.window.latencies_us,
-    })
+    };
+    Ok((report, cipher))
 }

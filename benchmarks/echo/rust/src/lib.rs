@@ -8,3 +8,4 @@ pub mod cpu;
 pub mod net;
 pub mod server;
 pub mod stats;
+pub mod tls;

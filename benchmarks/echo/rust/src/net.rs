@@ -11,6 +11,7 @@ use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use crate::args::Args;
+use crate::tls::TlsStream;
 
 #[derive(Clone, Debug)]
 pub enum Endpoint {
@@ -48,6 +49,8 @@ impl fmt::Display for Endpoint {
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// TLS (rustls) over a `Tcp` or `Unix` stream.
+    Tls(Box<TlsStream<Stream>>),
 }
 
 impl Stream {
@@ -67,6 +70,65 @@ impl Stream {
             }
         }
     }
+
+    /// Connects, completes a TLS handshake with `server_name` (blocking), and
+    /// returns the TLS stream non-blocking.
+    pub fn connect_tls(
+        endpoint: &Endpoint,
+        config: &std::sync::Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> io::Result<Stream> {
+        let conn = crate::tls::client_connection(config, server_name).map_err(io::Error::other)?;
+        let plain = match endpoint {
+            Endpoint::Tcp(addr) => {
+                let stream = std::net::TcpStream::connect(addr)?;
+                stream.set_nodelay(true)?;
+                let mut tls = TlsStream::new(conn, stream);
+                tls.handshake()?;
+                tls.sock.set_nonblocking(true)?;
+                (tls.conn, Stream::Tcp(TcpStream::from_std(tls.sock)))
+            }
+            Endpoint::Unix(path) => {
+                let stream = std::os::unix::net::UnixStream::connect(path)?;
+                let mut tls = TlsStream::new(conn, stream);
+                tls.handshake()?;
+                tls.sock.set_nonblocking(true)?;
+                (tls.conn, Stream::Unix(UnixStream::from_std(tls.sock)))
+            }
+        };
+        Ok(Stream::Tls(Box::new(TlsStream::new(plain.0, plain.1))))
+    }
+
+    /// Wraps an accepted stream in a TLS server connection (the handshake
+    /// happens as the client's data arrives).
+    pub fn accept_tls(self, config: &std::sync::Arc<rustls::ServerConfig>) -> io::Result<Stream> {
+        let conn = rustls::ServerConnection::new(config.clone()).map_err(io::Error::other)?;
+        Ok(Stream::Tls(Box::new(TlsStream::new(conn, self))))
+    }
+
+    /// TLS ciphertext is waiting for the socket (WRITABLE is needed).
+    pub fn has_pending_output(&self) -> bool {
+        match self {
+            Stream::Tls(s) => s.has_pending_output(),
+            _ => false,
+        }
+    }
+
+    /// Sends pending TLS ciphertext; Ok(true) once none is left.
+    pub fn flush_output(&mut self) -> io::Result<bool> {
+        match self {
+            Stream::Tls(s) => s.flush_output(),
+            _ => Ok(true),
+        }
+    }
+
+    /// The negotiated TLS cipher suite, for a TLS stream.
+    pub fn cipher_suite(&self) -> Option<String> {
+        match self {
+            Stream::Tls(s) => s.cipher_suite(),
+            _ => None,
+        }
+    }
 }
 
 impl Read for Stream {
@@ -74,6 +136,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
         }
     }
 }
@@ -83,6 +146,7 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
         }
     }
 
@@ -96,6 +160,7 @@ impl Source for Stream {
         match self {
             Stream::Tcp(s) => s.register(r, t, i),
             Stream::Unix(s) => s.register(r, t, i),
+            Stream::Tls(s) => s.sock.register(r, t, i),
         }
     }
 
@@ -103,6 +168,7 @@ impl Source for Stream {
         match self {
             Stream::Tcp(s) => s.reregister(r, t, i),
             Stream::Unix(s) => s.reregister(r, t, i),
+            Stream::Tls(s) => s.sock.reregister(r, t, i),
         }
     }
 
@@ -110,6 +176,7 @@ impl Source for Stream {
         match self {
             Stream::Tcp(s) => s.deregister(r),
             Stream::Unix(s) => s.deregister(r),
+            Stream::Tls(s) => s.sock.deregister(r),
         }
     }
 }

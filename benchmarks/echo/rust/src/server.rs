@@ -5,6 +5,7 @@
 //! reading (back-pressure) and waits for WRITABLE, registered only meanwhile.
 
 use std::io::{self, ErrorKind, Read, Write};
+use std::sync::Arc;
 
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -36,9 +37,10 @@ impl Conn {
     fn on_event(&mut self, event: &Event, buf: &mut [u8]) -> io::Result<bool> {
         self.can_read |= event.is_readable() || event.is_read_closed() || event.is_error();
         if event.is_writable() {
+            self.stream.flush_output()?;
             self.flush_pending()?;
         }
-        while self.can_read && self.pending.is_empty() {
+        while self.can_read && self.pending.is_empty() && !self.stream.has_pending_output() {
             let n = match self.stream.read(buf) {
                 Ok(0) => return Ok(false),
                 Ok(n) => n,
@@ -66,7 +68,7 @@ impl Conn {
 
     /// READABLE always; WRITABLE only while echoed bytes wait to be sent.
     fn interest(&self) -> Interest {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && !self.stream.has_pending_output() {
             Interest::READABLE
         } else {
             Interest::READABLE | Interest::WRITABLE
@@ -115,7 +117,15 @@ impl Slots {
 }
 
 /// Serves connections on `listener` forever, on the calling thread.
-pub fn serve(mut listener: Listener) -> io::Result<()> {
+pub fn serve(listener: Listener) -> io::Result<()> {
+    serve_with(listener, None)
+}
+
+/// `serve`, with TLS on every connection when `tls` is given.
+pub fn serve_with(
+    mut listener: Listener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> io::Result<()> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     poll.registry()
@@ -131,7 +141,7 @@ pub fn serve(mut listener: Listener) -> io::Result<()> {
         }
         for event in events.iter() {
             if event.token() == LISTENER {
-                accept_all(&listener, poll.registry(), &mut slots)?;
+                accept_all(&listener, poll.registry(), &mut slots, tls.as_ref())?;
             } else {
                 handle(event, poll.registry(), &mut slots, &mut buf)?;
             }
@@ -160,10 +170,18 @@ fn handle(event: &Event, registry: &Registry, slots: &mut Slots, buf: &mut [u8])
     }
 }
 
-fn accept_all(listener: &Listener, registry: &Registry, slots: &mut Slots) -> io::Result<()> {
+fn accept_all(
+    listener: &Listener,
+    registry: &Registry,
+    slots: &mut Slots,
+    tls: Option<&Arc<rustls::ServerConfig>>,
+) -> io::Result<()> {
     loop {
         let stream = match listener.accept() {
-            Ok(stream) => stream,
+            Ok(stream) => match tls {
+                Some(config) => stream.accept_tls(config)?,
+                None => stream,
+            },
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => {
