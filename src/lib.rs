@@ -9,6 +9,7 @@ pub mod datagram;
 pub mod event_loop;
 pub mod fastcall;
 pub mod handles;
+pub mod pipe;
 pub mod poller;
 pub mod sock_api;
 pub mod stats;
@@ -28,6 +29,8 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stats::SlowWatcher>()?;
     m.add_class::<sock_api::SockWaiter>()?;
     m.add_class::<stream::StreamCore>()?;
+    m.add_class::<pipe::ReadPipeCore>()?;
+    m.add_class::<pipe::WritePipeCore>()?;
     m.add_class::<datagram::DatagramReader>()?;
     m.add_function(wrap_pyfunction!(sock_api::sock_recv, m)?)?;
     m.add_function(wrap_pyfunction!(sock_api::sock_recv_into, m)?)?;

@@ -34,10 +34,10 @@ use crate::syscalls::{
 use crate::write_buffer::WriteBuffer;
 
 /// asyncio's default high-water mark (`_FlowControlMixin`).
-const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 
 /// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
-const LOG_THRESHOLD_FOR_CONNLOST_WRITES: usize = 5;
+pub(crate) const LOG_THRESHOLD_FOR_CONNLOST_WRITES: usize = 5;
 
 struct State {
     /// The Python `SocketTransport` that owns this core (for callbacks and
@@ -71,7 +71,7 @@ pub struct StreamCore {
 }
 
 /// Is `err` one that asyncio lets escape from a transport callback?
-fn must_propagate(py: Python<'_>, err: &PyErr) -> bool {
+pub(crate) fn must_propagate(py: Python<'_>, err: &PyErr) -> bool {
     err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
 }
 
@@ -88,12 +88,12 @@ fn is_buffered_protocol(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
 
 /// A contiguous byte view of a buffer object: what `write` sends
 /// (`PyBUF_SIMPLE`) or what `recv_into` fills (`PyBUF_WRITABLE`).
-struct ByteView {
+pub(crate) struct ByteView {
     view: ffi::Py_buffer,
 }
 
 impl ByteView {
-    fn new(obj: &Bound<'_, PyAny>, flags: std::os::raw::c_int) -> PyResult<ByteView> {
+    pub(crate) fn new(obj: &Bound<'_, PyAny>, flags: std::os::raw::c_int) -> PyResult<ByteView> {
         // SAFETY: a zeroed Py_buffer is what PyObject_GetBuffer fills in.
         let mut view: ffi::Py_buffer = unsafe { std::mem::zeroed() };
         // SAFETY: `obj` is live; on success the buffer is released in Drop.
@@ -103,7 +103,7 @@ impl ByteView {
         Ok(ByteView { view })
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.view.len as usize
     }
 
@@ -112,7 +112,7 @@ impl ByteView {
         self.view.buf.cast()
     }
 
-    fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         if self.view.len == 0 {
             return &[];
         }
@@ -129,7 +129,7 @@ impl Drop for ByteView {
     }
 }
 
-fn check_write_type(data: &Bound<'_, PyAny>) -> PyResult<()> {
+pub(crate) fn check_write_type(data: &Bound<'_, PyAny>) -> PyResult<()> {
     let p = data.as_ptr();
     // SAFETY: type checks on a live object.
     let ok = unsafe {
@@ -448,7 +448,7 @@ impl StreamCore {
 type Pending<'a, 'py> = (&'a [u8], Option<&'a Bound<'py, PyBytes>>);
 
 /// `obj` as `bytes`, if it is one (immutable: may be referenced).
-fn as_bytes_obj<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, PyBytes>> {
+pub(crate) fn as_bytes_obj<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, PyBytes>> {
     obj.cast::<PyBytes>().ok()
 }
 

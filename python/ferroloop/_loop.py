@@ -28,6 +28,7 @@ from ._ferroloop import sock_recv_into as _native_sock_recv_into
 from ._ferroloop import sock_sendall as _native_sock_sendall
 from ._telemetry import Watchdog, check_threshold, threshold_from_env
 from ._transports import TransportFactories
+from ._unix import UnixServices
 
 if TYPE_CHECKING:
     from . import _stats
@@ -114,7 +115,7 @@ def _nonblocking_only(name: str):
     return method
 
 
-class Loop(CoreLoop, TransportFactories, unix_events.SelectorEventLoop):
+class Loop(CoreLoop, TransportFactories, UnixServices, unix_events.SelectorEventLoop):
     """An asyncio event loop whose core runs in Rust."""
 
     _slow_threshold: float | None = None

@@ -1,0 +1,485 @@
+"""ferroloop's pipes and subprocesses (issue #6).
+
+`UnixServices` is a mixin of `ferroloop.Loop` that replaces three of
+asyncio's `unix_events.SelectorEventLoop` factories:
+
+* `_make_read_pipe_transport` / `_make_write_pipe_transport`: the
+  transports of `connect_read_pipe` / `connect_write_pipe` (and of every
+  subprocess pipe) are `ReadPipeTransport` / `WritePipeTransport`, whose
+  per-event paths are native (`ferroloop._ferroloop.ReadPipeCore` /
+  `WritePipeCore`, src/pipe.rs): `read()` into the per-thread buffer, then
+  `data_received`; `write()` at once and `writev()` of what is buffered,
+  flow control, and the close paths of asyncio's `_UnixReadPipeTransport` /
+  `_UnixWritePipeTransport`, step for step. What is rare stays here:
+  construction (the file-kind checks), `repr`, `__del__`, `_fatal_error`'s
+  reporting and closing the pipe.
+
+* `_make_subprocess_transport`: asyncio's own `_UnixSubprocessTransport`
+  (so `SubprocessTransport` behaviour and callback order are asyncio's),
+  but the child's exit is watched by a pidfd in the loop's own poller, on
+  every CPython version: no thread per child (3.10/3.11's default
+  `ThreadedChildWatcher`), no policy child watcher, no DeprecationWarning
+  (3.12+), from a loop in any thread. Where `os.pidfd_open` is missing or
+  refused (Linux < 5.3, seccomp), asyncio's own code runs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import selectors
+import stat
+import sys
+import threading
+import warnings
+from asyncio import futures, transports, unix_events
+from asyncio.log import logger
+
+from ._ferroloop import ReadPipeCore, WritePipeCore
+
+__all__ = ["ReadPipeTransport", "UnixServices", "WritePipeTransport", "can_use_pidfd"]
+
+
+def can_use_pidfd() -> bool:
+    """asyncio's (3.13) `can_use_pidfd`: pidfd_open exists and is allowed."""
+    if not hasattr(os, "pidfd_open"):
+        return False
+    try:
+        os.close(os.pidfd_open(os.getpid(), 0))
+    except OSError:  # ENOSYS (Linux < 5.3), EPERM (seccomp), ...
+        return False
+    return True
+
+
+_CAN_USE_PIDFD = can_use_pidfd()
+
+_SubprocessTransport = unix_events._UnixSubprocessTransport
+
+
+# -- pipes ---------------------------------------------------------------
+
+
+def _repr(transport, fd: int, event: int) -> str:
+    """asyncio's pipe transport repr: '<Class [closed|closing] fd=N
+    polling|idle|open|closed [bufsize=N]>'."""
+    info = [transport.__class__.__name__]
+    if transport._pipe is None:
+        info.append("closed")
+    elif transport._closing:
+        info.append("closing")
+    info.append(f"fd={fd}")
+    loop = transport._loop
+    if transport._pipe is not None and loop is not None:
+        key = None if loop.is_closed() else loop._fd_key(fd)
+        mask = key[0] if key is not None else 0
+        info.append("polling" if mask & event else "idle")
+        if event == selectors.EVENT_WRITE:
+            info.append(f"bufsize={transport.get_write_buffer_size()}")
+    elif transport._pipe is not None:
+        info.append("open")
+    else:
+        info.append("closed")
+    return "<{}>".format(" ".join(info))
+
+
+class ReadPipeTransport(transports.ReadTransport):
+    """The read end of a pipe, a FIFO, a socket or a character device
+    (asyncio's `_UnixReadPipeTransport`, with a native read path)."""
+
+    max_size = 256 * 1024  # what one read() asks for, as in asyncio
+
+    # Read by __del__, which may run on a half-constructed object.
+    _pipe = None
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        super().__init__(extra)
+        self._extra["pipe"] = pipe
+        self._loop = loop
+        fileno = pipe.fileno()
+        mode = os.fstat(fileno).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+            self._fileno = None
+            raise ValueError("Pipe transport is for pipes/sockets only.")
+        self._pipe = pipe
+        self._fileno = fileno
+        os.set_blocking(fileno, False)
+        core = self._core = ReadPipeCore(loop, fileno, self, protocol)
+
+        loop.call_soon(protocol.connection_made, self)
+        # Only start reading once connection_made() has run.
+        loop.call_soon(core._start_reading)
+        if waiter is not None:
+            # Only wake up the waiter once connection_made() has run.
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self) -> str:
+        return _repr(self, self._fileno, selectors.EVENT_READ)
+
+    def __del__(self, _warn=warnings.warn) -> None:
+        if self._pipe is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._pipe.close()
+
+    def is_reading(self) -> bool:
+        return self._core.is_reading()
+
+    def pause_reading(self) -> None:
+        if self._core.pause_reading() and self._loop.get_debug():
+            logger.debug("%r pauses reading", self)
+
+    def resume_reading(self) -> None:
+        if self._core.resume_reading() and self._loop.get_debug():
+            logger.debug("%r resumes reading", self)
+
+    def set_protocol(self, protocol) -> None:
+        self._core.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    def is_closing(self) -> bool:
+        return self._core.is_closing()
+
+    def close(self) -> None:
+        self._core.close()
+
+    # -- asyncio's private names ----------------------------------------
+
+    @property
+    def _protocol(self):
+        return self._core.get_protocol()
+
+    @property
+    def _closing(self) -> bool:
+        return self._core.is_closing()
+
+    @property
+    def _paused(self) -> bool:
+        return self._core._paused
+
+    def _read_ready(self) -> None:
+        self._core._read_ready()
+
+    def _close(self, exc) -> None:
+        self._core._close(exc)
+
+    def _log_closed_by_peer(self) -> None:  # the core calls it in debug mode
+        logger.info("%r was closed by peer", self)
+
+    def _fatal_error(self, exc, message="Fatal error on pipe transport") -> None:
+        if isinstance(exc, OSError) and exc.errno == errno.EIO:
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._core._close(exc)
+
+    def _call_connection_lost(self, exc) -> None:
+        core = self._core
+        try:
+            protocol = core.get_protocol()
+            if protocol is not None:
+                protocol.connection_lost(exc)
+        finally:
+            core._detach()
+            if self._pipe is not None:
+                self._pipe.close()
+                self._pipe = None
+            self._loop = None
+
+
+class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport):
+    """The write end of a pipe, a FIFO, a socket or a character device
+    (asyncio's `_UnixWritePipeTransport`, with native write paths).
+
+    A `_FlowControlMixin` as asyncio's is; the flow control itself is the
+    core's.
+    """
+
+    # Read by __del__, which may run on a half-constructed object.
+    _pipe = None
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        # Not _FlowControlMixin.__init__: the write-buffer limits live in the core.
+        transports.BaseTransport.__init__(self, extra)
+        self._extra["pipe"] = pipe
+        self._loop = loop
+        fileno = pipe.fileno()
+        mode = os.fstat(fileno).st_mode
+        is_char = stat.S_ISCHR(mode)
+        is_fifo = stat.S_ISFIFO(mode)
+        is_socket = stat.S_ISSOCK(mode)
+        if not (is_char or is_fifo or is_socket):
+            self._fileno = None
+            raise ValueError("Pipe transport is only for pipes, sockets and character devices")
+        self._pipe = pipe
+        self._fileno = fileno
+        os.set_blocking(fileno, False)
+        core = self._core = WritePipeCore(loop, fileno, self, protocol)
+        # The hot methods are the core's own: no Python frame per call.
+        self.write = core.write
+        self.writelines = core.writelines
+
+        loop.call_soon(protocol.connection_made, self)
+        # The reader trick: the fd of a pipe's (or socket's) write end turns
+        # readable when the read end is closed. On AIX it only works for
+        # sockets, as in asyncio.
+        if is_socket or (is_fifo and not sys.platform.startswith("aix")):
+            # Only start watching once connection_made() has run.
+            loop.call_soon(core._start_watching_peer)
+        if waiter is not None:
+            # Only wake up the waiter once connection_made() has run.
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self) -> str:
+        return _repr(self, self._fileno, selectors.EVENT_WRITE)
+
+    def __del__(self, _warn=warnings.warn) -> None:
+        if self._pipe is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._pipe.close()
+
+    def write(self, data) -> None:  # replaced per instance by the core's
+        self._core.write(data)
+
+    def writelines(self, list_of_data) -> None:  # replaced per instance
+        self._core.writelines(list_of_data)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self._core.write_eof()
+
+    def set_protocol(self, protocol) -> None:
+        self._core.set_protocol(protocol)
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    def is_closing(self) -> bool:
+        return self._core.is_closing()
+
+    def close(self) -> None:
+        # write_eof is all that is needed to close the write pipe.
+        self._core.write_eof()
+
+    def abort(self) -> None:
+        self._core._close(None)
+
+    def get_write_buffer_size(self) -> int:
+        return self._core.get_write_buffer_size()
+
+    def set_write_buffer_limits(self, high=None, low=None) -> None:
+        self._core.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_limits(self):
+        return self._core.get_write_buffer_limits()
+
+    # -- asyncio's private names ----------------------------------------
+
+    @property
+    def _protocol(self):
+        return self._core.get_protocol()
+
+    @property
+    def _closing(self) -> bool:
+        return self._core.is_closing()
+
+    @property
+    def _conn_lost(self) -> int:
+        return self._core._conn_lost
+
+    @property
+    def _protocol_paused(self) -> bool:
+        return self._core._protocol_paused
+
+    @property
+    def _high_water(self) -> int:
+        return self._core.get_write_buffer_limits()[1]
+
+    @property
+    def _low_water(self) -> int:
+        return self._core.get_write_buffer_limits()[0]
+
+    def _read_ready(self) -> None:
+        self._core._read_ready()
+
+    def _write_ready(self) -> None:
+        self._core._write_ready()
+
+    def _close(self, exc=None) -> None:
+        self._core._close(exc)
+
+    def _log_closed_by_peer(self) -> None:  # the core calls it in debug mode
+        logger.info("%r was closed by peer", self)
+
+    def _fatal_error(self, exc, message="Fatal error on pipe transport") -> None:
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._core._close(exc)
+
+    def _call_connection_lost(self, exc) -> None:
+        core = self._core
+        try:
+            protocol = core.get_protocol()
+            if protocol is not None:
+                protocol.connection_lost(exc)
+        finally:
+            core._detach()
+            if self._pipe is not None:
+                self._pipe.close()
+                self._pipe = None
+            self._loop = None
+
+
+# -- child processes -------------------------------------------------------
+
+
+def _waitpid_thread(loop, pid: int, transp) -> None:
+    """ThreadedChildWatcher's wait, for the rare child a pidfd could not be
+    opened for (out of fds, ...)."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        returncode = _returncode_reaped_elsewhere(pid, transp)
+    else:
+        returncode = os.waitstatus_to_exitcode(status)
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(transp._process_exited, returncode)
+
+
+def _returncode_reaped_elsewhere(pid: int, transp) -> int:
+    """The child was reaped by someone else (`Popen.poll()` through the
+    transport's own `close()`, a `waitpid(-1)` elsewhere, SIGCHLD ignored):
+    the Popen's returncode if it was the one, else 255 as asyncio says."""
+    proc = transp._proc
+    if proc is not None and proc.returncode is not None:
+        return proc.returncode
+    logger.warning(
+        "child process pid %d exit status already read:  will report returncode 255",
+        pid,
+    )
+    return 255
+
+
+class UnixServices:
+    """The pipe and subprocess factories of `ferroloop.Loop`."""
+
+    # pidfd -> pid of every child being watched; made on first use.
+    _child_pidfds: dict[int, int] | None = None
+
+    def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return ReadPipeTransport(self, pipe, protocol, waiter, extra)
+
+    def _make_write_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
+        return WritePipeTransport(self, pipe, protocol, waiter, extra)
+
+    async def _make_subprocess_transport(
+        self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs
+    ):
+        if not _CAN_USE_PIDFD:
+            return await super()._make_subprocess_transport(
+                protocol, args, shell, stdin, stdout, stderr, bufsize, extra=extra, **kwargs
+            )
+        waiter = self.create_future()
+        transp = _SubprocessTransport(
+            self,
+            protocol,
+            args,
+            shell,
+            stdin,
+            stdout,
+            stderr,
+            bufsize,
+            waiter=waiter,
+            extra=extra,
+            **kwargs,
+        )
+        self._watch_child(transp.get_pid(), transp)
+        try:
+            await waiter
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            transp.close()
+            await transp._wait()
+            raise
+        return transp
+
+    def _watch_child(self, pid: int, transp) -> None:
+        """Call `transp._process_exited(returncode)` (soon) once the child
+        exits. The child is ours and not reaped before we wait for it, so
+        its pid cannot be reused meanwhile: no race with a fast exit."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            # Already reaped by someone else.
+            self.call_soon(transp._process_exited, _returncode_reaped_elsewhere(pid, transp))
+            return
+        except OSError:
+            # EMFILE, ...: one waiting thread for this child.
+            threading.Thread(
+                target=_waitpid_thread,
+                args=(self, pid, transp),
+                name=f"ferroloop-waitpid-{pid}",
+                daemon=True,
+            ).start()
+            return
+        if self._child_pidfds is None:
+            self._child_pidfds = {}
+        self._child_pidfds[pidfd] = pid
+        try:
+            self._add_reader(pidfd, self._child_exited, pid, pidfd, transp)
+        except BaseException:
+            del self._child_pidfds[pidfd]
+            os.close(pidfd)
+            raise
+
+    def _child_exited(self, pid: int, pidfd: int, transp) -> None:
+        """The pidfd is readable: the child has exited; reap it."""
+        try:
+            wpid, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            returncode = _returncode_reaped_elsewhere(pid, transp)
+        else:
+            if wpid == 0:
+                return  # not exited after all: keep watching
+            returncode = os.waitstatus_to_exitcode(status)
+        self._remove_reader(pidfd)
+        del self._child_pidfds[pidfd]
+        os.close(pidfd)
+        # As asyncio's child watcher callback: the transport learns it on
+        # the next iteration.
+        self.call_soon(transp._process_exited, returncode)
+
+    def _close_child_pidfds(self) -> None:
+        """Stop watching children (the loop is closing). A child still
+        running is reaped by its `Popen` when that is collected, as the
+        stdlib does for any `Popen` dropped before its child exits."""
+        pidfds, self._child_pidfds = self._child_pidfds, None
+        for pidfd in pidfds or ():
+            self._remove_reader(pidfd)
+            os.close(pidfd)
+
+    def close(self) -> None:
+        if not self.is_running() and not self.is_closed():
+            self._close_child_pidfds()
+        super().close()
