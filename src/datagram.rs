@@ -1,32 +1,136 @@
-//! `DatagramReader`: the receive path of ferroloop's UDP transport. One
-//! `recvfrom` into the thread's reusable buffer, a `bytes` of the exact
-//! size and the sender's address built natively, then
-//! `protocol.datagram_received(data, addr)` — where Python's
-//! `socket.recvfrom(256 KiB)` would allocate (and shrink) a 256 KiB object
-//! per datagram.
+//! `DatagramCore`: the per-datagram paths of ferroloop's UDP transport.
 //!
-//! The rest of the transport (sendto, buffering, flow control, close) is
-//! asyncio's own `_SelectorDatagramTransport`, which
-//! `ferroloop._transports.DatagramTransport` extends; this reader is
-//! registered as its fd's reader, and reads the transport's `_conn_lost`
-//! and `_protocol` as asyncio's `_read_ready` does.
+//! * receive (`read_ready`): one `recvfrom` into the thread's reusable
+//!   buffer, a `bytes` of the exact size and the sender's address built
+//!   natively, then `protocol.datagram_received(data, addr)` — where
+//!   Python's `socket.recvfrom(256 KiB)` would allocate (and shrink) a
+//!   256 KiB object per datagram;
+//! * send (`sendto`): when nothing is buffered, `send`/`sendto` at once
+//!   for `bytes`/`bytearray` to a connected peer or to a numeric
+//!   `(host, port)` address, with no Python frame. Everything else (other
+//!   data types, host names, scoped IPv6 addresses, a full socket buffer,
+//!   a lost connection, argument errors) takes asyncio's own `sendto`,
+//!   which the transport keeps as `_python_sendto`.
+//!
+//! Buffering, flow control and close are asyncio's own
+//! `_SelectorDatagramTransport`, which `ferroloop._transports.DatagramTransport`
+//! extends; this core reads the transport's `_conn_lost`, `_buffer`,
+//! `_address` and `_protocol` as asyncio's methods do.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
+use std::str::FromStr;
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyByteArray, PyBytes, PyInt, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::syscalls::{os_error, retry_syscall, with_recv_buf};
 
 #[pyclass(frozen, module = "ferroloop._ferroloop")]
-pub struct DatagramReader {
+pub struct DatagramCore {
     /// The Python transport (`ferroloop._transports.DatagramTransport`).
     transport: Py<PyAny>,
     fd: RawFd,
+    family: libc::c_int,
+    /// The socket had a peer when the transport was made (asyncio's
+    /// `_extra['peername']`): datagrams go out with `send`, not `sendto`.
+    connected: bool,
+}
+
+/// A destination in the form the kernel takes.
+enum SockAddr {
+    V4(libc::sockaddr_in),
+    V6(libc::sockaddr_in6),
+}
+
+/// `obj` as an exact `int` within `0..=max`, else None.
+fn small_int(obj: &Bound<'_, PyAny>, max: u32) -> Option<u32> {
+    let int = obj.cast_exact::<PyInt>().ok()?;
+    int.extract::<u32>().ok().filter(|v| *v <= max)
+}
+
+/// The numeric address Python's `socket.sendto` would build from `addr`,
+/// or None for anything it would resolve or reject (those go through
+/// Python's own code, which gives its own results and errors).
+fn numeric_sockaddr(family: libc::c_int, addr: &Bound<'_, PyAny>) -> Option<SockAddr> {
+    let tuple = addr.cast_exact::<PyTuple>().ok()?;
+    let host = tuple.get_item(0).ok()?;
+    let host = host.cast_exact::<PyString>().ok()?;
+    let host = host.to_str().ok()?;
+    let port = small_int(&tuple.get_item(1).ok()?, u16::MAX as u32)? as u16;
+    match (family, tuple.len()) {
+        (libc::AF_INET, 2) => {
+            let ip = Ipv4Addr::from_str(host).ok()?;
+            // SAFETY: an all-zero sockaddr_in is a valid value.
+            let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_port = port.to_be();
+            sa.sin_addr.s_addr = u32::from(ip).to_be();
+            Some(SockAddr::V4(sa))
+        }
+        (libc::AF_INET6, 2..=4) => {
+            let ip = Ipv6Addr::from_str(host).ok()?;
+            let flowinfo = match tuple.get_item(2) {
+                Ok(v) => small_int(&v, 0xfffff)?,
+                Err(_) => 0,
+            };
+            let scope_id = match tuple.get_item(3) {
+                Ok(v) => small_int(&v, u32::MAX)?,
+                Err(_) => 0,
+            };
+            // SAFETY: an all-zero sockaddr_in6 is a valid value.
+            let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sa.sin6_port = port.to_be();
+            sa.sin6_flowinfo = flowinfo.to_be();
+            sa.sin6_addr.s6_addr = ip.octets();
+            sa.sin6_scope_id = scope_id;
+            Some(SockAddr::V6(sa))
+        }
+        _ => None,
+    }
+}
+
+/// One datagram out: `send` to the connected peer or `sendto` `dest`.
+fn send_datagram(
+    fd: RawFd,
+    data: &[u8],
+    dest: Option<&SockAddr>,
+) -> std::io::Result<Option<usize>> {
+    let (ptr, len) = (data.as_ptr().cast(), data.len());
+    // SAFETY: `data` and the sockaddr are readable for the sizes given.
+    retry_syscall(|| unsafe {
+        match dest {
+            None => libc::send(fd, ptr, len, 0),
+            Some(SockAddr::V4(sa)) => libc::sendto(
+                fd,
+                ptr,
+                len,
+                0,
+                (sa as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            ),
+            Some(SockAddr::V6(sa)) => libc::sendto(
+                fd,
+                ptr,
+                len,
+                0,
+                (sa as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            ),
+        }
+    })
+}
+
+/// What the native send path did with a datagram.
+enum Sent {
+    /// Sent, or its error handed to `error_received`: nothing left to do.
+    Done,
+    /// Not a case the native path takes: asyncio's `sendto` does it.
+    Python,
 }
 
 /// The address tuple Python's `socket` module gives for this sender.
@@ -60,11 +164,89 @@ fn sockaddr_to_py<'py>(
     }
 }
 
+impl DatagramCore {
+    fn try_send(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        addr: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Sent> {
+        let transport = self.transport.bind(py);
+        let addr = addr.filter(|a| !a.is_none()).cloned();
+        let address = transport.getattr(intern!(py, "_address"))?;
+        let target = if address.is_truthy()? {
+            if addr.is_some() {
+                return Ok(Sent::Python); // compared (or rejected) by asyncio
+            }
+            Some(address)
+        } else {
+            addr
+        };
+        let dest = if self.connected {
+            None // asyncio sends to the peer whatever the address says
+        } else {
+            match target.and_then(|a| numeric_sockaddr(self.family, &a)) {
+                Some(dest) => Some(dest),
+                None => return Ok(Sent::Python),
+            }
+        };
+        if transport.getattr(intern!(py, "_conn_lost"))?.is_truthy()?
+            || transport.getattr(intern!(py, "_buffer"))?.is_truthy()?
+        {
+            return Ok(Sent::Python);
+        }
+        let sent = if let Ok(bytes) = data.cast_exact::<PyBytes>() {
+            send_datagram(self.fd, bytes.as_bytes(), dest.as_ref())
+        } else if let Ok(array) = data.cast_exact::<PyByteArray>() {
+            // SAFETY: no Python code runs while the slice is in use.
+            send_datagram(self.fd, unsafe { array.as_bytes() }, dest.as_ref())
+        } else {
+            return Ok(Sent::Python);
+        };
+        match sent {
+            Ok(Some(_)) => Ok(Sent::Done),
+            Ok(None) => Ok(Sent::Python), // full: asyncio buffers it
+            Err(e) => {
+                let protocol = transport.getattr(intern!(py, "_protocol"))?;
+                let args = PyTuple::new(py, [os_error(py, e).into_value(py)])?;
+                protocol.call_method1(intern!(py, "error_received"), args)?;
+                Ok(Sent::Done)
+            }
+        }
+    }
+}
+
 #[pymethods]
-impl DatagramReader {
+impl DatagramCore {
     #[new]
-    fn new(transport: Py<PyAny>, fd: RawFd) -> Self {
-        DatagramReader { transport, fd }
+    fn new(transport: Py<PyAny>, fd: RawFd, family: libc::c_int, connected: bool) -> Self {
+        DatagramCore {
+            transport,
+            fd,
+            family,
+            connected,
+        }
+    }
+
+    /// `transport.sendto(data, addr=None)`. Empty datagrams (dropped by
+    /// asyncio before 3.13, sent from 3.13 on) take asyncio's path.
+    #[pyo3(signature = (data, addr=None))]
+    fn sendto(
+        &self,
+        py: Python<'_>,
+        data: &Bound<'_, PyAny>,
+        addr: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        if data.len().map_or(true, |n| n > 0) {
+            if let Sent::Done = self.try_send(py, data, addr)? {
+                return Ok(());
+            }
+        }
+        let args = (data, addr);
+        self.transport
+            .bind(py)
+            .call_method1(intern!(py, "_python_sendto"), args)?;
+        Ok(())
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -73,7 +255,7 @@ impl DatagramReader {
 
     /// The socket is readable: one datagram to the protocol (or the
     /// error to `error_received`), as asyncio's `_read_ready`.
-    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+    fn read_ready(&self, py: Python<'_>) -> PyResult<()> {
         let transport = self.transport.bind(py);
         if transport.getattr(intern!(py, "_conn_lost"))?.is_truthy()? {
             return Ok(());

@@ -31,7 +31,7 @@ fn _ferroloop(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::StreamCore>()?;
     m.add_class::<pipe::ReadPipeCore>()?;
     m.add_class::<pipe::WritePipeCore>()?;
-    m.add_class::<datagram::DatagramReader>()?;
+    m.add_class::<datagram::DatagramCore>()?;
     m.add_function(wrap_pyfunction!(sock_api::sock_recv, m)?)?;
     m.add_function(wrap_pyfunction!(sock_api::sock_recv_into, m)?)?;
     m.add_function(wrap_pyfunction!(sock_api::sock_sendall, m)?)?;

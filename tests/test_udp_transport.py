@@ -17,7 +17,7 @@ import sys
 import weakref
 
 import pytest
-from support import open_fd_count
+from support import make_loop, open_fd_count
 from transport_support import HOST, run, wait_until
 
 # --- helpers ------------------------------------------------------------------
@@ -267,6 +267,122 @@ def test_sendto_empty_data(any_loop):
         assert got == [b"", b"marker"]  # 3.13 sends zero-length datagrams
     else:
         assert got == [b"marker"]  # earlier versions drop empty data
+
+
+# sendto's address forms: ferroloop sends bytes/bytearray to numeric
+# addresses natively and hands every other form to asyncio's code. Each
+# case runs on both loops, and ferroloop's outcome must be asyncio's.
+
+
+def sendto_outcome(kind, data, make_addr, family=socket.AF_INET):
+    """What one `sendto(data, make_addr(port_of_a_receiver))` leads to."""
+    host = HOST if family == socket.AF_INET else "::1"
+    loop = make_loop(kind)
+    handled = []
+    loop.set_exception_handler(lambda _, context: handled.append(context))
+
+    async def main():
+        rx, prx = await endpoint(loop, local_addr=(host, 0))
+        tx, ptx = await endpoint(loop, local_addr=(host, 0))
+        try:
+            raised = None
+            try:
+                tx.sendto(data, make_addr(rx.get_extra_info("sockname")[1]))
+            except Exception as exc:  # noqa: BLE001 - recorded and compared
+                raised = exc
+            tx.sendto(b"marker", rx.get_extra_info("sockname")[:2])
+            await wait_until(lambda: prx.datagrams or tx.is_closing())
+            await asyncio.sleep(0.02)  # anything else that was sent
+            sender = tx.get_extra_info("sockname")
+            lost = (await ptx.lost) if ptx.lost.done() else "open"
+            return {
+                "raised": type(raised).__name__,
+                "received": [d for d, a in prx.datagrams if a == sender],
+                "error_received": [type(e).__name__ for e in ptx.errors],
+                "connection_lost": lost if lost == "open" else type(lost).__name__,
+            }
+        finally:
+            tx.close()
+            rx.close()
+
+    try:
+        got = run(loop, main())
+    finally:
+        loop.close()
+    got["exception_handler"] = [type(c.get("exception")).__name__ for c in handled]
+    return got
+
+
+DATA_TYPES = [b"bytes", bytearray(b"bytearray"), memoryview(b"_memoryview")[1:]]
+
+
+@pytest.mark.parametrize("data", DATA_TYPES, ids=lambda d: type(d).__name__)
+@pytest.mark.parametrize(
+    "make_addr",
+    [
+        lambda port: (HOST, port),
+        lambda port: ("localhost", port),
+        lambda port: (b"127.0.0.1", port),
+    ],
+    ids=["numeric", "hostname", "bytes-host"],
+)
+def test_sendto_address_forms_and_data_types(make_addr, data):
+    reference = sendto_outcome("asyncio", data, make_addr)
+    assert reference["received"][:1] == [bytes(data)] or make_addr(0)[0] == "localhost"
+    assert sendto_outcome("ferroloop", data, make_addr) == reference
+
+
+@needs_ipv6
+@pytest.mark.parametrize(
+    "make_addr",
+    [
+        lambda port: ("::1", port),
+        lambda port: ("::1", port, 0),
+        lambda port: ("::1", port, 0, 0),
+        lambda port: ("0:0:0:0:0:0:0:1", port, 0, 0),
+        lambda port: ("::1", port, 1 << 20, 0),
+        lambda port: ("::1", port, 0, 0, 0),
+    ],
+    ids=["pair", "flowinfo", "scope_id", "long-form", "bad-flowinfo", "five"],
+)
+def test_sendto_ipv6_address_tuples(make_addr):
+    reference = sendto_outcome("asyncio", b"six", make_addr, socket.AF_INET6)
+    assert sendto_outcome("ferroloop", b"six", make_addr, socket.AF_INET6) == reference
+
+
+@pytest.mark.parametrize(
+    "make_addr",
+    [
+        lambda port: (HOST, 70000),
+        lambda port: (HOST, -1),
+        lambda port: (HOST, "port"),
+        lambda port: (HOST, float(port)),
+        lambda port: (HOST, port, 0),
+        lambda port: [HOST, port],
+        lambda port: ("127.000.0.1", port),
+        lambda port: ("::1", port),
+        lambda port: ("no.such.host.invalid", port),
+        lambda port: None,
+    ],
+    ids=[
+        "port-too-big",
+        "negative-port",
+        "str-port",
+        "float-port",
+        "triple",
+        "list",
+        "leading-zeros",
+        "ipv6-on-ipv4",
+        "unknown-host",
+        "none",
+    ],
+)
+def test_sendto_bad_or_odd_address_fails_as_asyncio(make_addr):
+    """Whatever asyncio does (an exception, error_received for an OSError, a
+    fatal error that closes the endpoint, or sending after all), ferroloop
+    does the same."""
+    reference = sendto_outcome("asyncio", b"x", make_addr)
+    assert sendto_outcome("ferroloop", b"x", make_addr) == reference
 
 
 # --- errors -------------------------------------------------------------------

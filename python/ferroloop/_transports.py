@@ -20,7 +20,7 @@ import warnings
 from asyncio import base_events, constants, futures, selector_events, sslproto, transports, trsock
 from asyncio.log import logger
 
-from ._ferroloop import DatagramReader, StreamCore
+from ._ferroloop import DatagramCore, StreamCore
 
 __all__ = ["DatagramTransport", "SocketTransport", "TransportFactories"]
 
@@ -247,14 +247,25 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
 
 
 class DatagramTransport(selector_events._SelectorDatagramTransport, transports.DatagramTransport):
-    """A UDP transport: asyncio's own, with the native receive path
-    (`ferroloop._ferroloop.DatagramReader`) for IPv4 and IPv6."""
+    """A UDP (or Unix datagram) transport: asyncio's own, with the per-datagram
+    paths of a `ferroloop._ferroloop.DatagramCore`: `sendto` (every family)
+    and the receive path (IPv4 and IPv6)."""
+
+    # What the core hands back the cases it does not take (see datagram.rs).
+    _python_sendto = selector_events._SelectorDatagramTransport.sendto
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
+        try:
+            connected = bool(sock.getpeername())
+        except OSError:
+            connected = False
+        core = DatagramCore(self, sock.fileno(), sock.family, connected)
+        # Instance attributes, so that a call runs no Python frame.
+        self.sendto = core.sendto
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             # Registered as the fd's reader by asyncio's __init__ and
             # resume_reading(), in place of the Python _read_ready.
-            self._read_ready = DatagramReader(self, sock.fileno())
+            self._read_ready = core.read_ready
         super().__init__(loop, sock, protocol, address, waiter, extra)
 
 
