@@ -4,8 +4,9 @@ from asyncio import unix_events
 
 from ._ferroloop import CoreLoop
 from ._stats import LoopStats
+from ._unix import UnixServices
 
-class Loop(CoreLoop, unix_events.SelectorEventLoop):  # type: ignore[misc]
+class Loop(CoreLoop, UnixServices, unix_events.SelectorEventLoop):  # type: ignore[misc]
     def __init__(self) -> None: ...
 
     # Telemetry (ferroloop only; docs/telemetry.md).
