@@ -69,8 +69,8 @@ def _repr(transport, fd: int, event: int) -> str:
         info.append("closing")
     info.append(f"fd={fd}")
     loop = transport._loop
-    if transport._pipe is not None and loop is not None:
-        key = None if loop.is_closed() else loop._fd_key(fd)
+    if transport._pipe is not None and loop is not None and not loop.is_closed():
+        key = loop._fd_key(fd)
         mask = key[0] if key is not None else 0
         info.append("polling" if mask & event else "idle")
         if event == selectors.EVENT_WRITE:
