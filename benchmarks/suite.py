@@ -24,7 +24,8 @@ Each echo/HTTP measurement is a fresh server process (pinned to CPU 0 with tasks
 possible, the client on CPU 1); each internals (round, loop) a fresh subprocess. Cells
 are the median over rounds with min-max; ratios are ratios of medians (> 1: ferroloop
 faster). Progress goes to stderr; the table to stdout; the raw results, the summary and
-the environment to --json, the chart of ratios to --plot.
+the environment to --json, the chart of ratios to --plot (by default
+benchmarks/results/suite.json and suite.png; an empty PATH skips the file).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ LOOPS = tuple(loop_internals.LOOPS)  # asyncio, uvloop, rloop, ferroloop
 REFERENCE, BASELINE, STOCK = "ferroloop", "uvloop", "asyncio"
 SECTIONS = ("internals", "echo", "tls", "http")
 KIB = 1024
+RESULTS = HERE / "results"  # default place of the JSON and the plot (git-ignored)
 GOAL_GEOMEAN, GOAL_CEILING = 1.3, 0.85  # issue #7
 GOAL_LINE = "echo/protocol 1KiB c16"  # the line whose share of the ceiling is a goal
 
@@ -544,8 +546,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--loops", default=",".join(LOOPS), help="comma-separated loops")
     parser.add_argument("--workloads", help="comma-separated sections/lines (see --list)")
     parser.add_argument("--list", action="store_true", help="print the plan's lines and exit")
-    parser.add_argument("--json", metavar="PATH", default="suite.json", help="(suite.json)")
-    parser.add_argument("--plot", metavar="PATH", default="suite.png", help="(suite.png)")
+    parser.add_argument("--json", metavar="PATH", default=str(RESULTS / "suite.json"))
+    parser.add_argument("--plot", metavar="PATH", default=str(RESULTS / "suite.png"))
     parser.add_argument("--duration", type=float, help="seconds per echo/HTTP run (1; 0.4)")
     parser.add_argument("--warmup", type=float, help="seconds before measuring (0.3; 0.15)")
     parser.add_argument(
@@ -636,6 +638,9 @@ def main(argv=None) -> int:
     if warning:
         print("\n" + warning)
     outputs = []
+    for path in (args.json, args.plot):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
     if args.json:
         with open(args.json, "w") as out:
             json.dump(
