@@ -16,7 +16,7 @@ names, or their prefixes, comma-separated):
              when echo/measure.py supports it (Settings.tls)
   http       HTTP/1.1 keep-alive: http/server.py (httptools Protocol server, aiohttp web
              server) loaded by the Rust http-client (or wrk with --http-client wrk): req/s,
-             and p99 latency in a second table
+             and p99 latency in a second table; the Rust http-server is the ceiling
 
 Method: rounds interleave the loops. Every round runs every line on every loop, in a
 loop order rotated from round to round, so the machine's drift is shared by all loops.
@@ -86,10 +86,17 @@ class Line:
 
     @property
     def shape(self) -> str | None:
-        """The ceiling this line is compared with (echo and tls lines)."""
+        """The ceiling this line is compared with: the pure-Rust server, same size
+        and concurrency (echo, tls) or same concurrency (http)."""
         if self.section in ("echo", "tls"):
-            return f"{self.section} {size_label(self.spec.size)} c{self.spec.concurrency}"
+            return f"{size_label(self.spec.size)} c{self.spec.concurrency}"
+        if self.section == "http":
+            return f"c{self.spec.concurrency}"
         return None
+
+    @property
+    def ceiling_label(self) -> str | None:
+        return f"{self.section}/ceiling {self.shape}" if self.shape else None
 
 
 def size_label(size: int) -> str:
@@ -159,28 +166,23 @@ class Runner:
         self.http_client, self.timeout = http_client, timeout
         self.results: list[dict] = []
         self.done = 0
-        shapes = {line.shape for line in plan if line.shape}
-        self.total = rounds * (len(plan) * len(loops) + len(shapes))
+        ceilings = {line.ceiling_label for line in plan if line.shape}
+        self.total = rounds * (len(plan) * len(loops) + len(ceilings))
         self.started = time.perf_counter()
 
     def run(self) -> None:
         for r in range(self.rounds):
             order = self.loops[r % len(self.loops) :] + self.loops[: r % len(self.loops)]
             self._internals(r, order)
-            seen_shapes = set()
+            ceilings = set()
             for line in self.plan:
-                if line.section in ("echo", "tls"):
-                    if line.shape not in seen_shapes:  # the ceiling first, once per shape
-                        seen_shapes.add(line.shape)
-                        self._echo(r, line, CEILING, 0)
-                    for position, loop_name in enumerate(order, 1):
-                        self._echo(r, line, loop_name, position)
-                elif line.section == "http":
-                    for position, loop_name in enumerate(order):
-                        outcome = httpload.measure(
-                            loop_name, line.spec, self.settings, self.http_client
-                        )
-                        self._record(r, line.label, loop_name, position, outcome, "rps")
+                if line.section == "internals":
+                    continue
+                if line.ceiling_label not in ceilings:  # the ceiling first, once per shape
+                    ceilings.add(line.ceiling_label)
+                    self._measure(r, line, CEILING, 0)
+                for position, loop_name in enumerate(order, 1):
+                    self._measure(r, line, loop_name, position)
 
     def _internals(self, r: int, order: list[str]) -> None:
         jobs = [(line.name, line.spec) for line in self.plan if line.section == "internals"]
@@ -193,12 +195,15 @@ class Runner:
                 outcome = {"workload": name, "n": n, **outcomes[name]}
                 self._record(r, f"internals/{name}", loop_name, position, outcome, "ops_per_s")
 
-    def _echo(self, r: int, line: Line, name: str, position: int) -> None:
-        settings = self.tls_settings if line.section == "tls" else self.settings
-        workload = line.spec
-        outcome = echo_measure(name, workload, settings)
-        label = f"{line.section}/ceiling {line.shape.split(' ', 1)[1]}"
-        self._record(r, label if name == CEILING else line.label, name, position, outcome, "rps")
+    def _measure(self, r: int, line: Line, name: str, position: int) -> None:
+        """One echo, TLS or HTTP run of `name` (a loop or the ceiling)."""
+        if line.section == "http":
+            outcome = httpload.measure(name, line.spec, self.settings, self.http_client)
+        else:
+            settings = self.tls_settings if line.section == "tls" else self.settings
+            outcome = echo_measure(name, line.spec, settings)
+        label = line.ceiling_label if name == CEILING else line.label
+        self._record(r, label, name, position, outcome, "rps")
 
     def _record(self, r, label, loop_name, position, outcome, rate_key) -> None:
         record = {"round": r, "line": label, "loop": loop_name, "position": position, **outcome}
@@ -256,8 +261,7 @@ def summarize(results: list[dict], loops: list[str], plan: list[Line]) -> dict:
             "loops": {name: cell(runs(line.label, name)) for name in loops},
         }
         if line.shape:
-            label = f"{line.section}/ceiling {line.shape.split(' ', 1)[1]}"
-            entry["ceiling"] = echo_report.cell(runs(label, CEILING))
+            entry["ceiling"] = echo_report.cell(runs(line.ceiling_label, CEILING))
         if line.section == "http":
             entry["p99_us"] = {
                 name: statistics.median(values)
@@ -434,10 +438,11 @@ def failures(summary: dict) -> str:
 
 LEGEND = (
     "Cells: median over rounds (min-max); internals in operations/s, echo, tls and http in\n"
-    "requests/s. ceiling: the pure-Rust echo-server, same size and concurrency. * = the\n"
-    "client's side was over 90% busy in some round (client-bound: a lower bound for the\n"
-    "server); ~ = other processes or steal took over 0.15 cores in some round; ! = some\n"
-    "rounds failed. Ratios: ratio of medians, > 1 means ferroloop is faster."
+    "requests/s. ceiling: the pure-Rust one-thread server (echo-server; http-server for\n"
+    "http lines), same size and concurrency. * = the client's side was over 90% busy in\n"
+    "some round (client-bound: a lower bound for the server); ~ = other processes or steal\n"
+    "took over 0.15 cores in some round; ! = some rounds failed. Ratios: ratio of medians,\n"
+    "> 1 means ferroloop is faster."
 )
 
 
@@ -546,14 +551,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--loops", default=",".join(LOOPS), help="comma-separated loops")
     parser.add_argument("--workloads", help="comma-separated sections/lines (see --list)")
     parser.add_argument("--list", action="store_true", help="print the plan's lines and exit")
-    parser.add_argument("--json", metavar="PATH", default=str(RESULTS / "suite.json"))
-    parser.add_argument("--plot", metavar="PATH", default=str(RESULTS / "suite.png"))
+    parser.add_argument(
+        "--json", metavar="PATH", default=str(RESULTS / "suite.json"), help="raw results ('': none)"
+    )
+    parser.add_argument(
+        "--plot", metavar="PATH", default=str(RESULTS / "suite.png"), help="PNG chart ('': none)"
+    )
     parser.add_argument("--duration", type=float, help="seconds per echo/HTTP run (1; 0.4)")
     parser.add_argument("--warmup", type=float, help="seconds before measuring (0.3; 0.15)")
     parser.add_argument(
         "--no-taskset", action="store_true", help="do not pin server (CPU 0) and client (CPU 1)"
     )
-    parser.add_argument("--http-client", choices=httpload.CLIENTS, default="rust")
+    parser.add_argument(
+        "--http-client", choices=httpload.CLIENTS, default="rust", help="HTTP load generator"
+    )
     parser.add_argument("--timeout", type=float, default=120, help="per internals workload")
     args = parser.parse_args(argv)
     args.loops = [name.strip() for name in args.loops.split(",") if name.strip()]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "echo"))
-from measure import BIN_DIR, Settings, pin, run_client, serve_and_drive
+from measure import BIN_DIR, CEILING, Settings, pin, run_client, serve_and_drive
 
 SERVER = HERE / "server.py"
 MODES = ("httptools", "aiohttp")
@@ -35,9 +35,13 @@ def wrk_available() -> bool:
 
 def measure(loop_name: str, workload: Workload, settings: Settings, client: str = "rust"):
     """The client's result (requests, rps, p50_us/p90_us/p99_us, client_cpu) with the
-    CPU figures (echo/cpustat.py), or `error`."""
-    server = pin(settings, 0) + [sys.executable, str(SERVER)]
-    server += ["--mode", workload.mode, "--loop", loop_name, "--addr", "127.0.0.1:0"]
+    CPU figures (echo/cpustat.py), or `error`. `loop_name` CEILING measures the
+    Rust http-server, which sends the same response bytes as server.py."""
+    if loop_name == CEILING:  # the pure-Rust responder; it has no modes
+        server = pin(settings, 0) + [str(BIN_DIR / "http-server"), "--addr", "127.0.0.1:0"]
+    else:
+        server = pin(settings, 0) + [sys.executable, str(SERVER)]
+        server += ["--mode", workload.mode, "--loop", loop_name, "--addr", "127.0.0.1:0"]
 
     def drive(process, address):
         if client == "wrk":
