@@ -3,7 +3,8 @@
 serve_and_drive and run_client are the same steps for any server and client (the
 HTTP benchmark uses them).
 
-Also builds the Rust tools (echo-client, echo-server: the ceiling, http-client).
+Also builds the Rust tools (echo-client, echo-server: the ceiling, http-client and
+http-server for the HTTP workloads).
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ class Settings:
 
 def build_rust() -> None:
     """`cargo build --release` of the Rust tools (a no-op when up to date)."""
-    binaries = [BIN_DIR / name for name in ("echo-client", "echo-server", "http-client")]
+    binaries = [
+        BIN_DIR / name for name in ("echo-client", "echo-server", "http-client", "http-server")
+    ]
     if shutil.which("cargo") is None:
         if all(path.exists() for path in binaries):
             return
