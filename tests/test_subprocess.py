@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import warnings
 
 import pytest
@@ -123,20 +124,29 @@ async def sh_output(script: str, **kwargs) -> tuple[bytes, int]:
 
 
 def test_thousand_subprocesses_in_batches_leave_no_zombie_and_no_fd(loop_kind):
+    """1,000 children, 100 at a time; fds compared from before the loop was
+    made to after it was closed."""
     zombies_before = zombie_children()
     fds_before = open_fds()
     loop = make_loop(loop_kind)
     pids = []
 
-    async def one():
-        proc = await asyncio.create_subprocess_exec(TRUE)
+    async def one(i):
+        # Half bare /bin/true, half cat with both pipes (fds to clean up).
+        if i % 2:
+            proc = await asyncio.create_subprocess_exec(TRUE)
+            pids.append(proc.pid)
+            return await proc.wait()
+        proc = await asyncio.create_subprocess_exec(CAT, stdin=PIPE, stdout=PIPE)
         pids.append(proc.pid)
-        return await proc.wait()
+        out, _ = await proc.communicate(b"%d" % i)
+        assert out == b"%d" % i
+        return proc.returncode
 
     async def main():
         batch_fds = []
         for _ in range(10):
-            codes = await asyncio.gather(*[one() for _ in range(100)])
+            codes = await asyncio.gather(*[one(i) for i in range(100)])
             assert codes == [0] * 100
             await asyncio.sleep(0)
             batch_fds.append(len(open_fds()))
@@ -400,6 +410,47 @@ def test_pid_is_the_child_and_its_parent_is_us(any_loop):
 
     pid, out = run(any_loop, main())
     assert out.split() == [str(pid).encode(), str(os.getpid()).encode()]
+
+
+def test_child_exiting_while_the_loop_is_stopped_is_still_waited(loop_kind):
+    loop = make_loop(loop_kind)
+    try:
+        proc = run(loop, asyncio.create_subprocess_exec(SH, "-c", "exit 6"))
+        for _ in range(200):  # the child exits while no loop runs
+            if is_zombie_or_gone(proc.pid) in ("Z", "gone"):
+                break
+            time.sleep(0.005)
+        assert run(loop, proc.wait()) == 6
+        assert is_zombie_or_gone(proc.pid) == "gone"
+    finally:
+        loop.close()
+
+
+def test_stdin_drain_after_the_child_exited(any_loop):
+    # The write pipe sees its reader go away: drain() reports the lost pipe.
+    async def main():
+        proc = await asyncio.create_subprocess_exec(TRUE, stdin=PIPE)
+        assert await proc.wait() == 0
+        await asyncio.sleep(0.05)
+        proc.stdin.write(b"x" * 100_000)
+        with pytest.raises(ConnectionResetError):
+            await proc.stdin.drain()
+        return proc.returncode
+
+    assert run(any_loop, main()) == 0
+
+
+def test_stdout_read_until_eof_when_the_child_is_killed(any_loop):
+    async def main():
+        proc = await asyncio.create_subprocess_exec(
+            SH, "-c", "echo started; exec sleep 30", stdout=PIPE
+        )
+        assert await proc.stdout.readline() == b"started\n"
+        proc.kill()
+        rest = await proc.stdout.read()
+        return rest, await proc.wait()
+
+    assert run(any_loop, main()) == (b"", -signal.SIGKILL)
 
 
 # --- SubprocessProtocol and SubprocessTransport -------------------------------
@@ -824,6 +875,42 @@ def test_loop_level_argument_errors(any_loop):
 
 
 # --- from a loop in a non-main thread -----------------------------------------
+
+
+def test_loops_in_two_threads_spawn_at_the_same_time(loop_kind):
+    results = {}
+    barrier = threading.Barrier(2)
+
+    async def main(tag):
+        barrier.wait()
+
+        async def one(i):
+            proc = await asyncio.create_subprocess_exec(
+                SH, "-c", f"echo {tag}{i}; exit {i % 5}", stdout=PIPE
+            )
+            out, _ = await proc.communicate()
+            return out, proc.returncode
+
+        return await asyncio.gather(*[one(i) for i in range(50)])
+
+    def thread_main(tag):
+        loop = make_loop(loop_kind)
+        try:
+            results[tag] = loop.run_until_complete(asyncio.wait_for(main(tag), 20))
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the main thread)
+            results[tag] = exc
+        finally:
+            loop.close()
+
+    threads = [threading.Thread(target=thread_main, args=(tag,)) for tag in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for tag in "ab":
+        if isinstance(results[tag], BaseException):
+            raise results[tag]
+        assert results[tag] == [(f"{tag}{i}\n".encode(), i % 5) for i in range(50)]
 
 
 def test_spawn_from_a_loop_in_a_non_main_thread(loop_kind):
