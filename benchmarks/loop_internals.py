@@ -30,6 +30,10 @@ by dropping work. Timing starts when the loop starts running the workload and st
 when the last operation completed; loop creation and closing are not timed.
 call_later's figure includes waiting for the last timer (delays go up to 10 ms),
 which bounds it from above for fast loops.
+The subprocess workloads include what the kernel and the child do (fork/exec,
+running /bin/true or cat), the same for every loop: their ratios understate the
+difference between the loops' own parts. to_thread includes the default executor's
+thread handoffs.
 """
 
 from __future__ import annotations
@@ -265,6 +269,102 @@ def bench_sock_echo(loop, n: int) -> float:
     return elapsed
 
 
+def bench_subprocess_true(loop, n: int) -> float:
+    """n times: spawn /bin/true with create_subprocess_exec and wait() for it, one after the other."""
+
+    async def main():
+        codes = 0
+        for _ in range(n):
+            proc = await asyncio.create_subprocess_exec("/bin/true")
+            codes += await proc.wait() == 0
+        return codes
+
+    start = time.perf_counter()
+    ok = loop.run_until_complete(main())
+    elapsed = time.perf_counter() - start
+    _check(ok == n, f"{n - ok} of {n} /bin/true runs did not exit with 0")
+    return elapsed
+
+
+ECHO_SIZE = 1024 * 1024
+
+
+def bench_subprocess_echo_1mib(loop, n: int) -> float:
+    """n times: spawn cat and communicate() 1 MiB through it, one after the other."""
+    payload = bytes(random.Random(SEED).getrandbits(8) for _ in range(4096)) * (ECHO_SIZE // 4096)
+
+    async def main():
+        wrong = 0
+        for _ in range(n):
+            proc = await asyncio.create_subprocess_exec(
+                "cat", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            )
+            out, _ = await proc.communicate(payload)
+            wrong += out != payload or proc.returncode != 0
+        return wrong
+
+    start = time.perf_counter()
+    wrong = loop.run_until_complete(main())
+    elapsed = time.perf_counter() - start
+    _check(wrong == 0, f"{wrong} of {n} cat runs echoed wrong bytes or failed")
+    return elapsed
+
+
+def bench_queue(loop, n: int) -> float:
+    """A producer puts n items into an asyncio.Queue(maxsize=64); a consumer gets them."""
+
+    async def producer(queue):
+        for i in range(n):
+            await queue.put(i)
+
+    async def consumer(queue):
+        total = out_of_order = 0
+        for i in range(n):
+            item = await queue.get()
+            out_of_order += item != i
+            total += item
+            queue.task_done()
+        return total, out_of_order
+
+    async def main():
+        queue = asyncio.Queue(maxsize=64)
+        producing = loop.create_task(producer(queue))
+        total, out_of_order = await loop.create_task(consumer(queue))
+        await producing
+        await queue.join()
+        return total, out_of_order
+
+    start = time.perf_counter()
+    total, out_of_order = loop.run_until_complete(main())
+    elapsed = time.perf_counter() - start
+    _check(out_of_order == 0, f"{out_of_order} items came out of order")
+    _check(total == n * (n - 1) // 2, f"items summed to {total}, expected {n * (n - 1) // 2}")
+    return elapsed
+
+
+def _square(i: int) -> int:
+    return i * i
+
+
+def bench_to_thread(loop, n: int) -> float:
+    """n calls of asyncio.to_thread(trivial function), 16 in flight at a time."""
+
+    async def main():
+        total = 0
+        for first in range(0, n, 16):
+            batch = range(first, min(first + 16, n))
+            total += sum(await asyncio.gather(*[asyncio.to_thread(_square, i) for i in batch]))
+        return total
+
+    start = time.perf_counter()
+    total = loop.run_until_complete(main())
+    elapsed = time.perf_counter() - start
+    loop.run_until_complete(loop.shutdown_default_executor())  # untimed
+    expected = sum(i * i for i in range(n))
+    _check(total == expected, f"results summed to {total}, expected {expected}")
+    return elapsed
+
+
 @dataclass(frozen=True)
 class Workload:
     run: Callable[[object, int], float]
@@ -279,6 +379,10 @@ WORKLOADS = {
     "sleep0_pingpong": Workload(bench_sleep0_pingpong, 100_000, "turns"),
     "future_pingpong": Workload(bench_future_pingpong, 50_000, "round trips"),
     "sock_echo": Workload(bench_sock_echo, 50_000, "round trips"),
+    "queue": Workload(bench_queue, 100_000, "items"),
+    "to_thread": Workload(bench_to_thread, 20_000, "calls"),
+    "subprocess_true": Workload(bench_subprocess_true, 1_000, "processes"),
+    "subprocess_echo_1mib": Workload(bench_subprocess_echo_1mib, 200, "processes"),
 }
 
 
