@@ -48,6 +48,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE / "echo"), str(HERE / "http")]
 
+import cpustat  # (benchmarks/echo)
 import httpload  # (benchmarks/http)
 import loop_internals  # (benchmarks)
 import report as echo_report  # (benchmarks/echo)
@@ -540,6 +541,31 @@ def environment(loops: list[str], args, settings: Settings) -> dict:
     return env
 
 
+def machine_state(seconds: float = 0.5) -> dict:
+    """Cores busy (softirq included) and stolen by the hypervisor over `seconds`
+    while the suite itself idles: what else is using the machine."""
+    before = cpustat.snapshot(os.getpid()).cpus
+    time.sleep(seconds)
+    after = cpustat.snapshot(os.getpid()).cpus
+    deltas = [[x1 - x0 for x0, x1 in zip(c0, c1)] for c0, c1 in zip(before, after)]
+    if not deltas or not all(d[1] for d in deltas):
+        return {}
+    per_core = statistics.fmean(d[1] for d in deltas)
+    busy = sum(d[0] for d in deltas) / per_core
+    steal = sum(d[3] for d in deltas) / per_core
+    return {"busy_cores": round(busy, 2), "steal_cores": round(steal, 2)}
+
+
+def state_note(when: str, state: dict) -> str | None:
+    taken = state.get("busy_cores", 0) + state.get("steal_cores", 0)
+    if taken <= echo_report.DISTURBED:
+        return None
+    return (
+        f"note: {when}, other processes kept {state['busy_cores']:.2f} cores busy and the "
+        f"hypervisor stole {state['steal_cores']:.2f}: expect noisy figures"
+    )
+
+
 def taskset_possible() -> bool:
     return shutil.which("taskset") is not None and {0, 1} <= os.sched_getaffinity(0)
 
@@ -607,6 +633,10 @@ def main(argv=None) -> int:
     settings = Settings(args.duration, args.warmup, None, taskset)  # TCP on 127.0.0.1
     tls_settings = dataclasses.replace(settings, tls=True) if not missing_tls else None
     env = environment(loops, args, settings)
+    env["machine_before"] = machine_state()
+    note = state_note("before the run", env["machine_before"])
+    if note:
+        progress(note)
     runner = Runner(
         loops, plan, args.rounds, settings, tls_settings, args.http_client, args.timeout
     )
@@ -620,6 +650,7 @@ def main(argv=None) -> int:
         interrupted = True
         progress("interrupted: reporting what was measured")
     wall = time.perf_counter() - runner.started
+    env["machine_after"] = machine_state()
     env["wall_seconds"] = round(wall)
     summary = summarize(runner.results, loops, plan)
     title = (
@@ -646,8 +677,10 @@ def main(argv=None) -> int:
     if text:
         print("\n" + text)
     warning = echo_report.disturbance([x for x in runner.results if "cpu_busy" in x])
-    if warning:
-        print("\n" + warning)
+    notes = [state_note(f"{when} the run", env[f"machine_{when}"]) for when in ("before", "after")]
+    for text in [warning, *notes]:
+        if text:
+            print("\n" + text)
     outputs = []
     for path in (args.json, args.plot):
         if path:
