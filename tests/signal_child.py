@@ -9,6 +9,8 @@ reference). MODE:
   (no timers) until SIGINT. Prints markers from its cancellation and
   `finally` paths; KeyboardInterrupt is left to propagate, as in a program
   stopped with Ctrl-C.
+* sigint-twice: as sigint, but main's cleanup then waits (on nothing that
+  comes): the second SIGINT must interrupt it.
 * sigterm: a SIGTERM handler installed with loop.add_signal_handler sets an
   event; main then closes its server and returns normally.
 
@@ -46,7 +48,7 @@ async def background():
         say("background finally")
 
 
-async def sigint_main():
+async def sigint_main(twice=False):
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     task = asyncio.ensure_future(background())
     say("ready", server.sockets[0].getsockname()[1])
@@ -60,6 +62,11 @@ async def sigint_main():
         await server.wait_closed()
         say("main finally")
         assert not task.done()  # cancelled later, by the runner's cleanup
+        if twice:
+            await asyncio.sleep(0.1)  # (3.10 cancels the other tasks meanwhile)
+            say("cleanup waiting")
+            await asyncio.sleep(3600)
+            say("cleanup done")
 
 
 async def sigterm_main():
@@ -87,7 +94,10 @@ async def sigterm_main():
 
 def main() -> int:
     kind, mode = sys.argv[1], sys.argv[2]
-    coro = sigint_main() if mode == "sigint" else sigterm_main()
+    if mode == "sigterm":
+        coro = sigterm_main()
+    else:
+        coro = sigint_main(twice=mode == "sigint-twice")
     say("pid", os.getpid())
     if kind == "ferroloop":
         import ferroloop

@@ -315,18 +315,31 @@ def spawn_child(kind: str, mode: str) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-def stop_child(proc: subprocess.Popen, sig: int) -> tuple[int, list[str], str, float]:
-    """Send sig; return (returncode, stdout lines, stderr, seconds to exit)."""
+def stop_child(
+    proc: subprocess.Popen, sig: int, again_after: str | None = None
+) -> tuple[int, list[str], str, float]:
+    """Send sig (and again once the child printed `again_after`); return
+    (returncode, stdout lines, stderr, seconds to exit)."""
     time.sleep(0.05)  # idle in its poller
     sent = time.monotonic()
     proc.send_signal(sig)
+    early = []
+    if again_after is not None:
+        while line := proc.stdout.readline().decode():
+            early.append(line.rstrip("\n"))
+            if early[-1] == again_after:
+                break
+        assert line, f"the child exited before {again_after!r}: {early}"
+        time.sleep(0.05)  # idle in its poller again
+        proc.send_signal(sig)
     try:
         out, err = proc.communicate(timeout=10)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
         raise AssertionError(f"the child ignored the signal: {out!r} {err!r}") from None
-    return proc.returncode, out.decode().splitlines(), err.decode(), time.monotonic() - sent
+    lines = early + out.decode().splitlines()
+    return proc.returncode, lines, err.decode(), time.monotonic() - sent
 
 
 def test_sigint_cancels_the_main_task_runs_cleanup_and_raises_keyboard_interrupt():
@@ -350,6 +363,24 @@ def test_sigint_cancels_the_main_task_runs_cleanup_and_raises_keyboard_interrupt
     runner_raised = "raise KeyboardInterrupt()" in reference[2]
     assert runner_raised == (sys.version_info >= (3, 11))
     assert ("raise KeyboardInterrupt()" in ours[2]) == runner_raised
+
+
+def test_second_sigint_interrupts_a_hanging_cleanup():
+    """A cleanup that hangs after the first SIGINT is interrupted by the
+    second, on ferroloop.run() as on asyncio.run()."""
+    children = {kind: spawn_child(kind, "sigint-twice")[0] for kind in ("asyncio", "ferroloop")}
+    results = {
+        kind: stop_child(proc, signal.SIGINT, again_after="cleanup waiting")
+        for kind, proc in children.items()
+    }
+    for kind, (code, lines, err, took) in results.items():
+        assert "cleanup done" not in lines
+        assert {"main cancelled", "main finally", "cleanup waiting"} <= set(lines)
+        assert "background finally" in lines, (kind, lines, err)
+        assert err.rstrip().splitlines()[-1] == "KeyboardInterrupt", (kind, err)
+        assert code == -signal.SIGINT, (kind, code, err)
+        assert took < 5.0
+    assert sorted(results["ferroloop"][1]) == sorted(results["asyncio"][1])
 
 
 @pytest.mark.parametrize("kind", ["ferroloop", "asyncio"])
