@@ -877,6 +877,52 @@ def test_loop_level_argument_errors(any_loop):
 # --- from a loop in a non-main thread -----------------------------------------
 
 
+def test_preexec_fn_from_a_non_main_thread_while_other_threads_run_python(loop_kind):
+    # preexec_fn runs Python in the forked child: it must not deadlock on a
+    # lock another thread held at fork time (uvloop's reported hang).
+    results = {}
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            _ = [str(i) for i in range(1000)]
+
+    async def main():
+        outs = []
+        for _ in range(10):
+            proc = await asyncio.create_subprocess_exec(
+                SH, "-c", "umask", stdout=PIPE, preexec_fn=lambda: os.umask(0o077)
+            )
+            out, _ = await proc.communicate()
+            outs.append(out)
+        return outs
+
+    def thread_main():
+        loop = make_loop(loop_kind)
+        try:
+            results["value"] = loop.run_until_complete(asyncio.wait_for(main(), 15))
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the main thread)
+            results["error"] = exc
+        finally:
+            loop.close()
+
+    busy_threads = [threading.Thread(target=busy)]
+    for thread in busy_threads:
+        thread.start()
+    try:
+        spawner = threading.Thread(target=thread_main)
+        spawner.start()
+        spawner.join(30)
+        assert not spawner.is_alive(), "spawning with preexec_fn hung"
+    finally:
+        stop.set()
+        for thread in busy_threads:
+            thread.join()
+    if "error" in results:
+        raise results["error"]
+    assert results["value"] == [b"0077\n"] * 10
+
+
 def test_loops_in_two_threads_spawn_at_the_same_time(loop_kind):
     results = {}
     barrier = threading.Barrier(2)
