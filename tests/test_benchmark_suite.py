@@ -1,0 +1,152 @@
+"""The benchmark suite (benchmarks/suite.py) and its HTTP servers: selection,
+summary, wrk parsing, an end-to-end internals run, and the HTTP servers'
+responses on ferroloop and asyncio."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import suite  # (benchmarks/suite.py)
+
+WRK_OUTPUT = """\
+Running 1s test @ http://127.0.0.1:36381/
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   722.37us    1.18ms  12.64ms   88.31%
+    Req/Sec    38.95k    13.74k   60.58k    70.00%
+  Latency Distribution
+     50%  283.00us
+     75%  431.00us
+     90%    2.11ms
+     99%    5.36ms
+  38950 requests in 1.01s, 7.50MB read
+Requests/sec:  38446.81
+Transfer/sec:      7.41MB
+"""
+
+
+def test_parse_wrk():
+    result = suite.httpload.parse_wrk(WRK_OUTPUT)
+    assert result["requests"] == 38950
+    assert result["seconds"] == pytest.approx(1.01)
+    assert result["rps"] == pytest.approx(38446.81)
+    assert (result["p50_us"], result["p90_us"], result["p99_us"]) == (283, 2110, 5360)
+
+
+def test_parse_wrk_rejects_errors():
+    bad = WRK_OUTPUT.replace("Requests/sec", "  Non-2xx or 3xx responses: 7\nRequests/sec")
+    with pytest.raises(ValueError, match="7 non-2xx"):
+        suite.httpload.parse_wrk(bad)
+    with pytest.raises(ValueError, match="cannot read"):
+        suite.httpload.parse_wrk("wrk: connection refused")
+
+
+def test_plans_and_selection():
+    quick = suite.make_plan(quick=True, with_tls=True)
+    full = suite.make_plan(quick=False, with_tls=True)
+    internals = set(suite.loop_internals.WORKLOADS)
+    assert {line.name for line in quick if line.section == "internals"} == internals
+    assert suite.GOAL_LINE in {line.label for line in quick}
+    echo_full = [line for line in full if line.section == "echo"]
+    assert len(echo_full) == 4 * 3 * 3  # modes x sizes x concurrencies
+    assert len({line.label for line in full}) == len(full)
+    assert not [line for line in suite.make_plan(True, with_tls=False) if line.section == "tls"]
+
+    chosen = suite.select(quick, ["echo/protocol", "internals/call_soon"])
+    assert [line.label for line in chosen] == ["internals/call_soon", "echo/protocol 1KiB c16"]
+    assert {line.section for line in suite.select(full, ["http"])} == {"http"}
+    assert len(suite.select(full, ["echo/sock 100KiB"])) == 3
+    with pytest.raises(SystemExit):
+        suite.select(quick, ["echo/nonsense"])
+
+
+def _cell(median):
+    return {"ok": 1, "failed": 0, "errors": [], "median": median, "min": median, "max": median}
+
+
+def test_summary_figures():
+    results = []
+    rates = {  # line -> (uvloop, ferroloop)
+        "echo/protocol 1KiB c16": (100.0, 200.0),
+        "http/httptools c16": (100.0, 50.0),
+    }
+    plan = suite.make_plan(quick=True, with_tls=False)
+    plan = [line for line in plan if line.label in rates]
+    for line in plan:
+        for loop_name, rate in zip(("uvloop", "ferroloop"), rates[line.label], strict=True):
+            results.append({"line": line.label, "loop": loop_name, "rps": rate, "rate": rate})
+        results.append({"line": line.ceiling_label, "loop": "ceiling", "rps": 250.0})
+    summary = suite.summarize(results, ["uvloop", "ferroloop"], plan)
+    assert summary["geomean"] == pytest.approx(math.sqrt(2.0 * 0.5))
+    assert summary["below_1"] == [["http/httptools c16", 0.5]]
+    assert summary["goal_line"]["share"] == {"uvloop": 0.4, "ferroloop": 0.8}
+    table = suite.format_table(summary, ["uvloop", "ferroloop"])
+    assert "2.00x" in table and "0.50x" in table and "80%" in table
+    assert "not met" in suite.format_headline(summary, ["uvloop", "ferroloop"])
+
+
+def test_suite_end_to_end_internals(tmp_path):
+    """A real (tiny) run: two loops, two internals workloads, one round."""
+    out = tmp_path / "suite.json"
+    command = [sys.executable, str(BENCHMARKS / "suite.py"), "--quick", "--rounds", "1"]
+    command += [
+        "--loops",
+        "asyncio,ferroloop",
+        "--workloads",
+        "internals/call_soon,internals/sock_echo",
+    ]
+    command += ["--json", str(out), "--plot", ""]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "internals/call_soon" in proc.stdout and "ferroloop/asyncio" in proc.stdout
+    assert "[   4/4" in proc.stderr  # progress, one line per measurement
+    data = json.loads(out.read_text())
+    assert data["plan"] == ["internals/call_soon", "internals/sock_echo"]
+    assert {(x["line"], x["loop"]) for x in data["results"] if x["rate"] > 0} == {
+        (line, loop) for line in data["plan"] for loop in ("asyncio", "ferroloop")
+    }
+    assert data["summary"]["lines"][0]["ferroloop/asyncio"] > 0
+    assert data["environment"]["versions"].keys() == {"asyncio", "ferroloop"}
+
+
+def _request(address: str, payload: bytes, responses: int) -> bytes:
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(payload)
+        data = b""
+        while data.count(b"HTTP/1.1 200 OK") < responses or not data.endswith(b"World! "):
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {data!r}"
+            data += chunk
+    return data
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "ferroloop"])
+@pytest.mark.parametrize("mode", ["httptools", "aiohttp"])
+def test_http_server_keep_alive(mode, loop_name):
+    pytest.importorskip(mode)
+    command = [sys.executable, str(BENCHMARKS / "http" / "server.py"), "--mode", mode]
+    server = subprocess.Popen(
+        [*command, "--loop", loop_name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("READY "), server.stderr.read()
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        data = _request(line.split()[1], request * 3, responses=3)  # pipelined
+        assert data.count(b"HTTP/1.1 200 OK") == 3
+        assert data.count(b"Content-Length: 112\r\n") == 3
+        assert data.count(b"Hello, World! " * 8) == 3
+    finally:
+        server.terminate()
+        server.wait(10)
