@@ -284,6 +284,10 @@ def ratio(cells: dict, reference: str, other: str) -> float | None:
     return a["median"] / b["median"] if a.get("ok") and b.get("ok") else None
 
 
+def geomean(values) -> float:
+    return math.exp(statistics.fmean(math.log(value) for value in values))
+
+
 def headline(lines: list[dict]) -> dict:
     """The figures issue #7's goals are about."""
     key = f"{REFERENCE}/{BASELINE}"
@@ -297,7 +301,18 @@ def headline(lines: list[dict]) -> dict:
         "below_1": [[label, value] for label, value in ratios if value < 1.0],
     }
     if ratios:
-        out["geomean"] = math.exp(statistics.fmean(math.log(value) for _, value in ratios))
+        out["geomean"] = geomean(value for _, value in ratios)
+    # Issue #4's figure: echo lines where uvloop is below 90% of the ceiling.
+    open_lines = [
+        entry[key]
+        for entry in lines
+        if entry["section"] == "echo"
+        and entry[key] is not None
+        and entry.get("ceiling", {}).get("ok")
+        and entry["loops"][BASELINE]["median"] < 0.9 * entry["ceiling"]["median"]
+    ]
+    if open_lines:
+        out["echo_geomean_below_ceiling"] = [geomean(open_lines), len(open_lines)]
     goal = next((entry for entry in lines if entry["line"] == GOAL_LINE), None)
     if goal and goal.get("ceiling", {}).get("ok"):
         out["goal_line"] = {
@@ -377,10 +392,16 @@ def format_headline(summary: dict, loops: list[str]) -> str:
             f"{REFERENCE}/{BASELINE} geometric mean over {n} lines ({parts}): "
             f"{summary['geomean']:.3f}x  (goal >= {GOAL_GEOMEAN}x: {met})"
         )
+    if "echo_geomean_below_ceiling" in summary:
+        value, count = summary["echo_geomean_below_ceiling"]
+        out.append(
+            f"{REFERENCE}/{BASELINE} geometric mean over the {count} echo lines where "
+            f"{BASELINE} is below 90% of the ceiling: {value:.3f}x"
+        )
     below = summary["below_1"]
     out.append(
         f"lines below 1.0x: {len(below)} of {n}"
-        + (": " + ", ".join(f"{label} {value:.2f}x" for label, value in below) if below else "")
+        + (": " + ", ".join(f"{label} {value:.3f}x" for label, value in below) if below else "")
     )
     goal = summary.get("goal_line")
     if goal:
