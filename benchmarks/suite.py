@@ -489,7 +489,7 @@ def plot(summary: dict, loops: list[str], path: str, title: str) -> str:
     colors = {"asyncio": "#9e9e9e", "uvloop": "#1f77b4", "rloop": "#ff7f0e"}
     colors.update({"ferroloop": "#d62728", "ceiling": "#2ca02c"})
     height = 0.8 / len(shown)
-    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.22 * len(entries) * len(shown)))
+    fig, ax = plt.subplots(figsize=(10, 1.5 + 0.16 * len(entries) * len(shown)))
     values = []
     for k, name in enumerate(shown):
         ys, xs = [], []
@@ -522,7 +522,7 @@ def plot(summary: dict, loops: list[str], path: str, title: str) -> str:
     ax.xaxis.set_minor_formatter(label)
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_yticks(range(len(entries)), [e["line"] for e in entries], fontsize=8)
-    ax.invert_yaxis()
+    ax.set_ylim(len(entries) - 0.5, -0.5)  # first line on top, no margins
     ax.set_xlabel(f"median throughput relative to {base} (log scale; > 1: faster than {base})")
     ax.set_title(title, fontsize=9)
     ax.grid(axis="x", which="both", alpha=0.3)
