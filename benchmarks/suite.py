@@ -223,9 +223,10 @@ class Runner:
             if "client_load" in outcome:
                 shown += f"  client {outcome['client_load']:.2f}"
         elapsed = time.perf_counter() - self.started
+        left = elapsed / self.done * (self.total - self.done)
         progress(
-            f"[{self.done:>4}/{self.total} {elapsed:5.0f}s] round {r + 1}/{self.rounds}  "
-            f"{label:<30} {loop_name:<10} {shown}"
+            f"[{self.done:>4}/{self.total} {elapsed:4.0f}s, ~{left:.0f}s left] "
+            f"round {r + 1}/{self.rounds}  {label:<30} {loop_name:<10} {shown}"
         )
 
 

@@ -109,7 +109,7 @@ def test_suite_end_to_end_internals(tmp_path):
     proc = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "internals/call_soon" in proc.stdout and "ferroloop/asyncio" in proc.stdout
-    assert "[   4/4" in proc.stderr  # progress, one line per measurement
+    assert "[   4/4 " in proc.stderr  # progress, one line per measurement
     data = json.loads(out.read_text())
     assert data["plan"] == ["internals/call_soon", "internals/sock_echo"]
     assert {(x["line"], x["loop"]) for x in data["results"] if x["rate"] > 0} == {
