@@ -16,7 +16,7 @@ names, or their prefixes, comma-separated):
              when echo/measure.py supports it (Settings.tls)
   http       HTTP/1.1 keep-alive: http/server.py (httptools Protocol server, aiohttp web
              server) loaded by the Rust http-client (or wrk with --http-client wrk): req/s,
-             and p99 latency in a second table; the Rust http-server is the ceiling
+             and p99 latency; the Rust http-server is the ceiling
 
 Method: rounds interleave the loops. Every round runs every line on every loop, in a
 loop order rotated from round to round, so the machine's drift is shared by all loops.
@@ -357,6 +357,10 @@ def format_table(summary: dict, loops: list[str]) -> str:
     ratios = [other for other in (BASELINE, STOCK) if other in loops and REFERENCE in loops]
     header = ["workload", *loops, "ceiling", *(f"{REFERENCE}/{o}" for o in ratios)]
     header.append(f"{REFERENCE}/ceiling")
+    latency = [name for name in (BASELINE, REFERENCE) if name in loops]
+    with_p99 = any("p99_us" in entry for entry in summary["lines"])
+    if with_p99:
+        header.append("p99 ms (" + " / ".join(latency) + ")")
     rows = [header]
     for entry in summary["lines"]:
         row = [entry["line"], *(cell_text(entry["loops"][name]) for name in loops)]
@@ -366,19 +370,12 @@ def format_table(summary: dict, loops: list[str]) -> str:
             row.append(f"{value:.2f}x" if value is not None else "n/a")
         share = entry.get(f"{REFERENCE}/ceiling")
         row.append(f"{share:.0%}" if share is not None else "")
+        if with_p99:
+            p99 = entry.get("p99_us", {})
+            shown = [f"{p99[name] / 1000:.2f}" if name in p99 else "-" for name in latency]
+            row.append(" / ".join(shown) if "p99_us" in entry else "")
         rows.append(row)
     return columns(rows)
-
-
-def format_latency(summary: dict, loops: list[str]) -> str:
-    rows = [["http p99 latency (ms)", *loops]]
-    for entry in summary["lines"]:
-        if "p99_us" in entry:
-            p99 = entry["p99_us"]
-            rows.append(
-                [entry["line"]] + [f"{p99[n] / 1000:.2f}" if n in p99 else "-" for n in loops]
-            )
-    return columns(rows) if len(rows) > 1 else ""
 
 
 def format_headline(summary: dict, loops: list[str]) -> str:
@@ -465,7 +462,8 @@ LEGEND = (
     "http lines), same size and concurrency. * = the client's side was over 90% busy in\n"
     "some round (client-bound: a lower bound for the server); ~ = other processes or steal\n"
     "took over 0.15 cores in some round; ! = some rounds failed. Ratios: ratio of medians,\n"
-    "> 1 means ferroloop is faster."
+    "> 1 means ferroloop is faster. p99: median over rounds of each run's 99th percentile\n"
+    "latency (every loop's in the JSON)."
 )
 
 
@@ -690,9 +688,6 @@ def main(argv=None) -> int:
         + "\n"
     )
     print(format_table(summary, loops))
-    latency = format_latency(summary, loops)
-    if latency:
-        print("\n" + latency)
     print("\n" + LEGEND + "\n")
     print(format_headline(summary, loops))
     text = failures(summary)
