@@ -426,6 +426,41 @@ def test_child_exiting_while_the_loop_is_stopped_is_still_waited(loop_kind):
         loop.close()
 
 
+def test_child_outliving_its_loop_is_reaped(loop_kind, request):
+    """A child still running when its loop is closed: asyncio up to 3.11
+    (ThreadedChildWatcher) reaps it when it exits, even while its Process
+    object is kept; from 3.12 (PidfdChildWatcher) it stays a zombie until
+    the Process is collected. Either way none is left after that."""
+    reaped_while_kept = sys.version_info < (3, 12)
+    if loop_kind == "ferroloop" and reaped_while_kept:
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                reason="ferroloop stops watching children when its loop closes: the child "
+                "stays a zombie until its Process is collected (asyncio 3.12+'s behaviour, "
+                "not 3.10/3.11's)",
+            )
+        )
+    loop = make_loop(loop_kind)
+    try:
+        proc = run(loop, asyncio.create_subprocess_exec(SH, "-c", "sleep 0.1"))
+    finally:
+        loop.close()
+    pid = proc.pid
+    deadline = time.monotonic() + 1.5
+    while is_zombie_or_gone(pid) not in ("Z", "gone") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if reaped_while_kept:
+        while is_zombie_or_gone(pid) != "gone" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert is_zombie_or_gone(pid) == "gone"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # its transport was never closed
+        del proc
+        gc.collect()
+    assert is_zombie_or_gone(pid) == "gone"
+
+
 def test_stdin_drain_after_the_child_exited(any_loop):
     # The write pipe sees its reader go away: drain() reports the lost pipe.
     async def main():
