@@ -2,9 +2,9 @@
 //! thread, each a closed loop of `GET` requests without pipelining (send one
 //! request, read its whole response, send the next).
 //!
-//! Responses must be `200` with a `Content-Length` body (no chunked encoding)
-//! and must keep the connection open; anything else, or bytes beyond the
-//! response, fails the run. A request's latency runs from the end of the
+//! Responses must be `200` with a `Content-Length` body (no chunked encoding),
+//! the same body as the first response's, and must keep the connection open;
+//! anything else, or bytes beyond the response, fails the run. A request's latency runs from the end of the
 //! previous response on the same connection to the end of its own; requests
 //! ending inside the measured window (after the warm-up) are counted.
 //!
@@ -95,6 +95,8 @@ struct Window {
     requests: u64,
     latencies_us: Vec<u32>,
     body_bytes: usize,
+    /// The first response's body: every later one must be the same.
+    expected_body: Option<Vec<u8>>,
 }
 
 impl Window {
@@ -162,6 +164,14 @@ impl Conn {
                 )));
             }
             if self.response.len() == total {
+                let body = &self.response[head.body_start..];
+                match &window.expected_body {
+                    None => window.expected_body = Some(body.to_vec()),
+                    Some(expected) if expected.as_slice() != body => {
+                        return Err(invalid("a response body differs from the first one".into()));
+                    }
+                    Some(_) => {}
+                }
                 let now = Instant::now();
                 window.record(self.started, now, head.content_length);
                 self.started = now;
@@ -241,6 +251,7 @@ pub fn run(config: &Config) -> io::Result<Report> {
         requests: 0,
         latencies_us: Vec::with_capacity(1 << 20),
         body_bytes: 0,
+        expected_body: None,
     };
     let mut scratch = vec![0u8; READ_CHUNK];
     let (start, end) = (window.start, window.end);

@@ -21,8 +21,8 @@ echo-client does: requests, seconds, rps, mbps (MiB/s of response bodies),
 p50_us/p90_us/p99_us/max_us latency, size (the body's bytes), concurrency and
 client_cpu (this single-threaded client's CPU seconds per wall second; near 1.0
 means the client, not the server, was the bottleneck). Every response must be a
-200 with a Content-Length body on a connection kept open; anything else fails
-the run.";
+200 with a Content-Length body, the same body as the first response's, on a
+connection kept open; anything else fails the run.";
 
 fn main() {
     if let Err(message) = run() {
