@@ -456,6 +456,65 @@ def test_set_write_buffer_limits_validates(any_loop):
         os.close(r)
 
 
+def test_flow_control_callbacks_raising_go_to_the_handler(any_loop, handler_calls):
+    r, w = raw_pipe()
+
+    class Raising(WriteRecorder):
+        def pause_writing(self):
+            super().pause_writing()
+            raise ValueError("in pause_writing")
+
+        def resume_writing(self):
+            super().resume_writing()
+            raise ValueError("in resume_writing")
+
+    async def main():
+        wt, wp = await any_loop.connect_write_pipe(lambda: Raising(any_loop), _file(w, "wb"))
+        wt.write(pattern(300_000))
+        assert [event for event, _ in wp.flow] == ["pause"]
+        got = await read_all_raw(r, 300_000)
+        await wait_until(lambda: len(wp.flow) == 2)
+        wt.close()
+        assert await wp.lost is None
+        return got, wp.flow
+
+    try:
+        got, flow = run(any_loop, main())
+    finally:
+        os.close(r)
+    assert got == pattern(300_000)
+    assert [event for event, _ in flow] == ["pause", "resume"]
+    assert [(c["message"], str(c["exception"])) for c in handler_calls] == [
+        ("protocol.pause_writing() failed", "in pause_writing"),
+        ("protocol.resume_writing() failed", "in resume_writing"),
+    ]
+
+
+def test_many_small_writes_keep_their_order(any_loop):
+    r, w = raw_pipe()
+    pieces = [pattern(1 + i % 700, seed=i) for i in range(5000)]
+
+    async def main():
+        wt, wp = await any_loop.connect_write_pipe(lambda: WriteRecorder(any_loop), _file(w, "wb"))
+        for i, piece in enumerate(pieces):
+            kind = i % 3
+            wt.write(piece if kind == 0 else bytearray(piece) if kind == 1 else memoryview(piece))
+            wt.write(b"")  # nothing
+            wt.write(bytearray())
+        wt.writelines([b"tail-", bytearray(b"of-"), memoryview(b"writes")])
+        wt.close()
+        expected = sum(map(len, pieces)) + len(b"tail-of-writes")
+        got = await read_all_raw(r, expected)
+        await wp.lost
+        return got
+
+    try:
+        got = run(any_loop, main(), timeout=20)
+    finally:
+        os.close(r)
+    assert got == b"".join(pieces) + b"tail-of-writes"
+
+
 # --- write_eof, close, abort --------------------------------------------------
 
 
@@ -556,6 +615,19 @@ def test_read_transport_close(any_loop, ends):
     assert run(any_loop, main()) == ["made", "data", "lost"]
 
 
+def test_read_transport_close_while_paused(any_loop, ends):
+    read_end, _write_end = ends("pipe")
+
+    async def main():
+        rt, rp = await any_loop.connect_read_pipe(lambda: Recorder(any_loop), read_end)
+        rt.pause_reading()
+        rt.close()
+        assert await rp.lost is None
+        return rp.events
+
+    assert run(any_loop, main()) == ["made", "lost"]
+
+
 # --- pause/resume reading -----------------------------------------------------
 
 
@@ -638,6 +710,21 @@ def test_write_pipe_peer_close_with_nothing_buffered(any_loop, ends, handler_cal
     assert exc is None
     assert events == ["made", "lost"]
     assert wt.is_closing()
+    assert handler_calls == []
+
+
+def test_write_pipe_on_a_socket_whose_peer_sends_counts_it_as_closed(any_loop, ends, handler_calls):
+    # asyncio's write pipe transport watches a socket for readability to
+    # learn the peer closed: data arriving is taken as the peer closing.
+    read_end, write_end = ends("socketpair")
+
+    async def main():
+        wt, wp = await any_loop.connect_write_pipe(lambda: WriteRecorder(any_loop), write_end)
+        read_end.sendall(b"unexpected")
+        exc = await wp.lost
+        return exc, wp.events, wt.is_closing()
+
+    assert run(any_loop, main()) == (None, ["made", "lost"], True)
     assert handler_calls == []
 
 
