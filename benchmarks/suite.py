@@ -270,6 +270,20 @@ def summarize(results: list[dict], loops: list[str], plan: list[Line]) -> dict:
                 for name in loops
                 if (values := [x["p99_us"] for x in runs(line.label, name) if "p99_us" in x])
             }
+        if line.section != "internals":
+            # The server's CPU time per request: steadier than the rate when the
+            # machine is shared (a server waiting for a CPU uses none).
+            entry["server_us_per_request"] = {
+                name: statistics.median(values)
+                for name in loops
+                if (
+                    values := [
+                        x["server_cpu"] / x["rps"] * 1e6
+                        for x in runs(line.label, name)
+                        if x.get("server_cpu") and x.get("rps")
+                    ]
+                )
+            }
         for other in (BASELINE, STOCK):
             entry[f"{REFERENCE}/{other}"] = ratio(entry["loops"], REFERENCE, other)
         ceiling = entry.get("ceiling", {})
@@ -314,6 +328,13 @@ def headline(lines: list[dict]) -> dict:
     ]
     if open_lines:
         out["echo_geomean_below_ceiling"] = [geomean(open_lines), len(open_lines)]
+    cpu = [
+        entry["server_us_per_request"][BASELINE] / entry["server_us_per_request"][REFERENCE]
+        for entry in lines
+        if {BASELINE, REFERENCE} <= entry.get("server_us_per_request", {}).keys()
+    ]
+    if cpu:
+        out["server_cpu_per_request"] = [geomean(cpu), len(cpu)]
     goal = next((entry for entry in lines if entry["line"] == GOAL_LINE), None)
     if goal and goal.get("ceiling", {}).get("ok"):
         out["goal_line"] = {
@@ -395,6 +416,12 @@ def format_headline(summary: dict, loops: list[str]) -> str:
         out.append(
             f"{REFERENCE}/{BASELINE} geometric mean over the {count} echo lines where "
             f"{BASELINE} is below 90% of the ceiling: {value:.3f}x"
+        )
+    if "server_cpu_per_request" in summary:
+        value, count = summary["server_cpu_per_request"]
+        out.append(
+            f"server CPU per request, {BASELINE}/{REFERENCE}, geometric mean over {count} "
+            f"echo/tls/http lines: {value:.3f}x (> 1: {REFERENCE}'s server uses less)"
         )
     below = summary["below_1"]
     out.append(

@@ -84,12 +84,16 @@ def test_summary_figures():
     plan = [line for line in plan if line.label in rates]
     for line in plan:
         for loop_name, rate in zip(("uvloop", "ferroloop"), rates[line.label], strict=True):
-            results.append({"line": line.label, "loop": loop_name, "rps": rate, "rate": rate})
+            cpu = 0.5  # cores: CPU per request = 0.5 / rate
+            record = {"line": line.label, "loop": loop_name, "rps": rate, "server_cpu": cpu}
+            results.append(record)
         results.append({"line": line.ceiling_label, "loop": "ceiling", "rps": 250.0})
     summary = suite.summarize(results, ["uvloop", "ferroloop"], plan)
     assert summary["geomean"] == pytest.approx(math.sqrt(2.0 * 0.5))
     assert summary["below_1"] == [["http/httptools c16", 0.5]]
     assert summary["goal_line"]["share"] == {"uvloop": 0.4, "ferroloop": 0.8}
+    # uvloop/ferroloop CPU per request: 2.0 on the echo line, 0.5 on the http line
+    assert summary["server_cpu_per_request"] == [pytest.approx(1.0), 2]
     table = suite.format_table(summary, ["uvloop", "ferroloop"])
     assert "2.00x" in table and "0.50x" in table and "80%" in table
     assert "not met" in suite.format_headline(summary, ["uvloop", "ferroloop"])
