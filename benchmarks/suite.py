@@ -376,8 +376,10 @@ def columns(rows: list[list[str]]) -> str:
 
 def format_table(summary: dict, loops: list[str]) -> str:
     ratios = [other for other in (BASELINE, STOCK) if other in loops and REFERENCE in loops]
-    header = ["workload", *loops, "ceiling", *(f"{REFERENCE}/{o}" for o in ratios)]
-    header.append(f"{REFERENCE}/ceiling")
+    with_ceiling = any("ceiling" in entry for entry in summary["lines"])
+    header = ["workload", *loops, *["ceiling"] * with_ceiling]
+    header += [f"{REFERENCE}/{o}" for o in ratios]
+    header += [f"{REFERENCE}/ceiling"] * (with_ceiling and REFERENCE in loops)
     latency = [name for name in (BASELINE, REFERENCE) if name in loops]
     with_p99 = any("p99_us" in entry for entry in summary["lines"])
     if with_p99:
@@ -385,12 +387,14 @@ def format_table(summary: dict, loops: list[str]) -> str:
     rows = [header]
     for entry in summary["lines"]:
         row = [entry["line"], *(cell_text(entry["loops"][name]) for name in loops)]
-        row.append(cell_text(entry["ceiling"]) if "ceiling" in entry else "")
+        if with_ceiling:
+            row.append(cell_text(entry["ceiling"]) if "ceiling" in entry else "")
         for other in ratios:
             value = entry[f"{REFERENCE}/{other}"]
             row.append(f"{value:.2f}x" if value is not None else "n/a")
-        share = entry.get(f"{REFERENCE}/ceiling")
-        row.append(f"{share:.0%}" if share is not None else "")
+        if with_ceiling and REFERENCE in loops:
+            share = entry.get(f"{REFERENCE}/ceiling")
+            row.append(f"{share:.0%}" if share is not None else "")
         if with_p99:
             p99 = entry.get("p99_us", {})
             shown = [f"{p99[name] / 1000:.2f}" if name in p99 else "-" for name in latency]
@@ -673,7 +677,14 @@ def main(argv=None) -> int:
         progress("no selected loop is installed")
         return 1
     if any(line.section != "internals" for line in plan):
-        build_rust()
+        try:
+            build_rust()
+        except (SystemExit, subprocess.CalledProcessError) as error:
+            why = error.code if isinstance(error, SystemExit) else f"cargo failed: {error}"
+            progress(f"note: echo, tls and http sections skipped: {why}")
+            plan = [line for line in plan if line.section == "internals"]
+            if not plan:
+                return 1
     taskset = not args.no_taskset and taskset_possible()
     if not taskset and not args.no_taskset:
         progress("note: no taskset or fewer than 2 CPUs: server and client are not pinned")
