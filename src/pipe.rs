@@ -28,7 +28,7 @@ use pyo3::exceptions::{PyBrokenPipeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple, PyWeakrefMethods, PyWeakrefReference};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::CoreLoop;
@@ -65,6 +65,20 @@ fn iovecs_of(slices: &[&[u8]]) -> Vec<libc::iovec> {
             iov_len: s.len(),
         })
         .collect()
+}
+
+/// The core holds its transport through a weak reference: what keeps an
+/// open transport alive is what keeps asyncio's alive (its user, and the
+/// loop's reader/writer handles, whose argument it is while the fd is
+/// watched). So a transport dropped open is freed at once, and warns,
+/// as asyncio's does, rather than by the cyclic GC.
+fn weak(transport: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    Ok(PyWeakrefReference::new(transport)?.into_any().unbind())
+}
+
+fn upgrade(py: Python<'_>, weak: &Option<Py<PyAny>>) -> Option<Py<PyAny>> {
+    let weak = weak.as_ref()?.bind(py).cast::<PyWeakrefReference>().ok()?;
+    weak.upgrade().map(Bound::unbind)
 }
 
 /// `loop.call_soon(callback, *args)`.
@@ -151,15 +165,20 @@ pub struct ReadPipeCore {
 }
 
 impl ReadPipeCore {
+    /// Register `_read_ready(transport)` as the fd's reader (nothing if
+    /// the transport is gone).
     fn watch(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
+        let Some(transport) = upgrade(py, &slf.get().st.lock().transport) else {
+            return Ok(());
+        };
         let callback = slf.getattr(intern!(py, "_read_ready"))?;
         CoreLoop::watch(
             slf.get().loop_.bind(py),
             READABLE,
             slf.get().fd,
             callback,
-            PyTuple::empty(py),
+            PyTuple::new(py, [transport])?,
         )?;
         Ok(())
     }
@@ -178,7 +197,7 @@ impl ReadPipeCore {
         let py = slf.py();
         let this = slf.get();
         let loop_ = this.loop_.bind(py);
-        let transport = this.st.lock().transport.as_ref().map(|t| t.clone_ref(py));
+        let transport = upgrade(py, &this.st.lock().transport);
         log_closed_by_peer(loop_, &transport)?;
         let (protocol, lost_transport) = {
             let mut st = this.st.lock();
@@ -216,7 +235,7 @@ impl ReadPipeCore {
             fd,
             max_size,
             st: Mutex::new(ReadState {
-                transport: Some(transport.clone().unbind()),
+                transport: Some(weak(transport)?),
                 protocol: Some(protocol),
                 closing: false,
                 paused: false,
@@ -242,8 +261,10 @@ impl ReadPipeCore {
         drop((t, p));
     }
 
-    /// The pipe is readable (registered as the fd's reader).
-    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    /// The pipe is readable (registered as the fd's reader, with the
+    /// transport as argument to keep it alive).
+    #[pyo3(signature = (_transport=None))]
+    fn _read_ready(slf: &Bound<'_, Self>, _transport: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let protocol = {
@@ -268,7 +289,7 @@ impl ReadPipeCore {
             Ok(Some(data)) => data,
             Ok(None) => return Ok(()),
             Err(e) => {
-                let transport = this.st.lock().transport.as_ref().map(|t| t.clone_ref(py));
+                let transport = upgrade(py, &this.st.lock().transport);
                 return fatal_error(
                     py,
                     transport,
@@ -350,7 +371,7 @@ impl ReadPipeCore {
             if std::mem::replace(&mut st.lost, true) {
                 None
             } else {
-                st.transport.as_ref().map(|t| t.clone_ref(py))
+                upgrade(py, &st.transport)
             }
         };
         this.unwatch(py)?;
@@ -412,11 +433,16 @@ type Pending<'a, 'py> = (&'a [u8], Option<&'a Bound<'py, PyBytes>>);
 
 impl WritePipeCore {
     fn transport(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.st.lock().transport.as_ref().map(|t| t.clone_ref(py))
+        upgrade(py, &self.st.lock().transport)
     }
 
+    /// Register `_read_ready(transport)` / `_write_ready(transport)` as
+    /// the fd's reader / writer (nothing if the transport is gone).
     fn watch(slf: &Bound<'_, Self>, dir: u32) -> PyResult<()> {
         let py = slf.py();
+        let Some(transport) = slf.get().transport(py) else {
+            return Ok(());
+        };
         let callback = if dir == READABLE {
             slf.getattr(intern!(py, "_read_ready"))?
         } else {
@@ -427,7 +453,7 @@ impl WritePipeCore {
             dir,
             slf.get().fd,
             callback,
-            PyTuple::empty(py),
+            PyTuple::new(py, [transport])?,
         )?;
         Ok(())
     }
@@ -443,8 +469,8 @@ impl WritePipeCore {
         let py = slf.py();
         let (protocol, transport) = {
             let st = slf.get().st.lock();
-            match (&st.protocol, &st.transport) {
-                (Some(p), Some(t)) => (p.clone_ref(py), t.clone_ref(py)),
+            match (&st.protocol, upgrade(py, &st.transport)) {
+                (Some(p), Some(t)) => (p.clone_ref(py), t),
                 _ => return Ok(()),
             }
         };
@@ -573,14 +599,14 @@ impl WritePipeCore {
     fn new(
         loop_: &Bound<'_, CoreLoop>,
         fd: RawFd,
-        transport: Py<PyAny>,
+        transport: &Bound<'_, PyAny>,
         protocol: Py<PyAny>,
-    ) -> Self {
-        WritePipeCore {
+    ) -> PyResult<Self> {
+        Ok(WritePipeCore {
             loop_: loop_.clone().unbind(),
             fd,
             st: Mutex::new(WriteState {
-                transport: Some(transport),
+                transport: Some(weak(transport)?),
                 protocol: Some(protocol),
                 out: WriteBuffer::default(),
                 conn_lost: 0,
@@ -590,7 +616,7 @@ impl WritePipeCore {
                 high_water: DEFAULT_HIGH_WATER,
                 low_water: DEFAULT_HIGH_WATER / 4,
             }),
-        }
+        })
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
@@ -664,7 +690,8 @@ impl WritePipeCore {
     }
 
     /// The pipe is writable again (registered while data is buffered).
-    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    #[pyo3(signature = (_transport=None))]
+    fn _write_ready(slf: &Bound<'_, Self>, _transport: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let written = {
@@ -717,7 +744,7 @@ impl WritePipeCore {
                         return Ok(());
                     }
                     st.lost = true;
-                    st.transport.as_ref().map(|t| t.clone_ref(py))
+                    upgrade(py, &st.transport)
                 };
                 this.unwatch(py, READABLE)?;
                 if let Some(transport) = transport {
@@ -742,7 +769,8 @@ impl WritePipeCore {
     }
 
     /// The pipe was closed by its peer.
-    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+    #[pyo3(signature = (_transport=None))]
+    fn _read_ready(slf: &Bound<'_, Self>, _transport: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
         let (transport, buffered) = {
@@ -750,10 +778,7 @@ impl WritePipeCore {
             if st.lost {
                 return Ok(());
             }
-            (
-                st.transport.as_ref().map(|t| t.clone_ref(py)),
-                !st.out.is_empty(),
-            )
+            (upgrade(py, &st.transport), !st.out.is_empty())
         };
         log_closed_by_peer(this.loop_.bind(py), &transport)?;
         let exc = if buffered {
@@ -775,7 +800,7 @@ impl WritePipeCore {
                 return Ok(()); // connection_lost once the buffer drains
             }
             st.lost = true;
-            st.transport.as_ref().map(|t| t.clone_ref(py))
+            upgrade(py, &st.transport)
         };
         self.unwatch(py, READABLE)?;
         schedule_connection_lost(self.loop_.bind(py), transport, py.None().into_bound(py))
@@ -795,7 +820,7 @@ impl WritePipeCore {
             let transport = if std::mem::replace(&mut st.lost, true) {
                 None
             } else {
-                st.transport.as_ref().map(|t| t.clone_ref(py))
+                upgrade(py, &st.transport)
             };
             (had_buffer, transport)
         };

@@ -362,8 +362,27 @@ def _waitpid_thread(loop, pid: int, transp) -> None:
         returncode = _returncode_reaped_elsewhere(pid, transp)
     else:
         returncode = os.waitstatus_to_exitcode(status)
-    if not loop.is_closed():
+    try:
         loop.call_soon_threadsafe(transp._process_exited, returncode)
+    except RuntimeError:  # the loop was closed meanwhile
+        _set_popen_returncode(transp._proc, returncode)
+
+
+def _set_popen_returncode(proc, returncode: int) -> None:
+    # What Popen.poll() would have set had it reaped the child.
+    if proc is not None and proc.returncode is None:
+        proc.returncode = returncode
+
+
+def _reap_orphan(pid: int, proc) -> None:
+    """Wait for a child that outlived its loop (as 3.10/3.11's
+    ThreadedChildWatcher does): no zombie is left, even while its Process
+    object is kept."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return  # reaped by its Popen meanwhile
+    _set_popen_returncode(proc, os.waitstatus_to_exitcode(status))
 
 
 def _returncode_reaped_elsewhere(pid: int, transp) -> int:
@@ -383,8 +402,8 @@ def _returncode_reaped_elsewhere(pid: int, transp) -> int:
 class UnixServices:
     """The pipe and subprocess factories of `ferroloop.Loop`."""
 
-    # pidfd -> pid of every child being watched; made on first use.
-    _child_pidfds: dict[int, int] | None = None
+    # pidfd -> (pid, transport) of every child being watched; made on first use.
+    _child_pidfds: dict[int, tuple[int, _SubprocessTransport]] | None = None
 
     def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None):
         return ReadPipeTransport(self, pipe, protocol, waiter, extra)
@@ -445,7 +464,7 @@ class UnixServices:
             return
         if self._child_pidfds is None:
             self._child_pidfds = {}
-        self._child_pidfds[pidfd] = pid
+        self._child_pidfds[pidfd] = (pid, transp)
         try:
             self._add_reader(pidfd, self._child_exited, pid, pidfd, transp)
         except BaseException:
@@ -471,13 +490,28 @@ class UnixServices:
         self.call_soon(transp._process_exited, returncode)
 
     def _close_child_pidfds(self) -> None:
-        """Stop watching children (the loop is closing). A child still
-        running is reaped by its `Popen` when that is collected, as the
-        stdlib does for any `Popen` dropped before its child exits."""
+        """Stop watching children (the loop is closing). A child that has
+        exited is reaped now; one still running is waited for by a thread
+        of its own, as 3.10/3.11's ThreadedChildWatcher does (3.12+'s
+        PidfdChildWatcher would leave a zombie until its Popen is
+        collected). Its transport is not told: its loop is closed."""
         pidfds, self._child_pidfds = self._child_pidfds, None
-        for pidfd in pidfds or ():
+        for pidfd, (pid, transp) in (pidfds or {}).items():
             self._remove_reader(pidfd)
             os.close(pidfd)
+            try:
+                wpid, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue  # reaped elsewhere
+            if wpid:
+                _set_popen_returncode(transp._proc, os.waitstatus_to_exitcode(status))
+                continue
+            threading.Thread(
+                target=_reap_orphan,
+                args=(pid, transp._proc),
+                name=f"ferroloop-reap-{pid}",
+                daemon=True,
+            ).start()
 
     def close(self) -> None:
         if not self.is_running() and not self.is_closed():
