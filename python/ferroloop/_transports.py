@@ -17,9 +17,10 @@ import inspect
 import selectors
 import socket
 import warnings
-from asyncio import base_events, constants, futures, selector_events, sslproto, transports, trsock
+from asyncio import base_events, constants, futures, selector_events, transports, trsock
 from asyncio.log import logger
 
+from . import _ssl
 from ._ferroloop import DatagramCore, StreamCore
 
 __all__ = ["DatagramTransport", "SocketTransport", "TransportFactories"]
@@ -296,7 +297,7 @@ class TransportFactories:
     ):
         # asyncio's TLS layer (sslproto) over a ferroloop socket transport.
         self._ensure_fd_no_transport(rawsock)
-        ssl_protocol = sslproto.SSLProtocol(
+        ssl_protocol = _ssl.SSLProtocol(  # asyncio's, with a shorter data path (_ssl.py)
             self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
         )
         SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
