@@ -639,22 +639,49 @@ impl WritePipeCore {
     /// Write now what the pipe takes; buffer the rest.
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
-        check_write_type(data)?;
-        let view = match ByteView::new(data, ffi::PyBUF_SIMPLE) {
-            Ok(view) => view,
-            Err(err) => {
-                // A non-contiguous memoryview: asyncio's os.write fails
-                // with this error, which closes the transport.
-                if !slf.get().check_writable(py, data.len()? == 0)? {
-                    return Ok(());
-                }
-                return Self::write_failed(slf, err);
+        let view;
+        let (bytes, owner) = match data.cast::<PyBytes>() {
+            // bytes: no buffer view to acquire and release.
+            Ok(b) => (b.as_bytes(), Some(b)),
+            Err(_) => {
+                check_write_type(data)?;
+                view = match ByteView::new(data, ffi::PyBUF_SIMPLE) {
+                    Ok(view) => view,
+                    Err(err) => {
+                        // A non-contiguous memoryview: asyncio's os.write
+                        // fails with this error, which closes the transport.
+                        if !slf.get().check_writable(py, data.len()? == 0)? {
+                            return Ok(());
+                        }
+                        return Self::write_failed(slf, err);
+                    }
+                };
+                (view.as_slice(), None)
             }
         };
-        if !slf.get().check_writable(py, view.len() == 0)? {
-            return Ok(());
+        // The common case while the pipe is full: append to the buffer
+        // under one acquisition of the lock.
+        let pause = {
+            let mut st = slf.get().st.lock();
+            if bytes.is_empty() || st.conn_lost > 0 || st.closing || st.out.is_empty() {
+                None
+            } else {
+                st.out.push(bytes, owner);
+                let pause = st.out.len() > st.high_water && !st.protocol_paused;
+                st.protocol_paused |= pause;
+                Some(pause)
+            }
+        };
+        match pause {
+            Some(true) => Self::notify_flow(slf, intern!(py, "pause_writing")),
+            Some(false) => Ok(()),
+            None => {
+                if !slf.get().check_writable(py, bytes.is_empty())? {
+                    return Ok(());
+                }
+                Self::write_or_buffer(slf, &[(bytes, owner)])
+            }
         }
-        Self::write_or_buffer(slf, &[(view.as_slice(), as_bytes_obj(data))])
     }
 
     /// asyncio writes `b"".join(list_of_data)`; this is one `writev` of
