@@ -81,7 +81,7 @@ def test_handler_runs_promptly_in_the_loop_thread_with_no_timer(any_loop, sig):
     args, thread_id, ran_at = calls[0]
     assert args == ("a", 2)
     assert thread_id == threading.get_ident()
-    assert ran_at - sender.sent_at < 0.5
+    assert ran_at - sender.sent_at < 1.0  # (not a wake-up by some later event)
     assert any_loop.remove_signal_handler(sig) is True
 
 

@@ -22,7 +22,7 @@ import warnings
 
 import pytest
 from support import make_loop
-from transport_support import MB, pattern, run
+from transport_support import MB, pattern, run, wait_until
 
 TRUE = "/bin/true"
 SH = "/bin/sh"
@@ -508,9 +508,9 @@ def _check_common_order(events, pipes):
 
 
 def test_protocol_order_pipes_closed_before_exit(any_loop):
-    # The child closes stdout/stderr, then exits later: the pipes are lost
-    # before process_exited.
-    script = "echo out; echo err >&2; exec 1>&- 2>&-; sleep 0.2; exit 3"
+    # The child closes stdout/stderr, then exits only once we closed its
+    # stdin, after we saw both pipes lost: process_exited comes after them.
+    script = "echo out; echo err >&2; exec 1>&- 2>&-; read line; exit 3"
 
     async def main():
         transport, proto = await any_loop.subprocess_exec(
@@ -518,6 +518,11 @@ def test_protocol_order_pipes_closed_before_exit(any_loop):
         )
         assert proto.events[0] == "made"  # connection_made ran before we got it
         assert proto.transport is transport
+        await wait_until(
+            lambda: {("pipe_lost", 1, None), ("pipe_lost", 2, None)} <= set(proto.events)
+        )
+        assert "exited" not in proto.events
+        assert transport.get_returncode() is None
         transport.get_pipe_transport(0).close()
         await proto.lost
         return transport, proto
@@ -535,22 +540,28 @@ def test_protocol_order_pipes_closed_before_exit(any_loop):
 
 
 def test_protocol_order_exit_before_pipes_closed(any_loop):
-    # A grandchild keeps stdout open after the child exited: process_exited
-    # comes first, connection_lost waits for the pipe.
-    script = "(sleep 0.2; echo late) & echo early; exit 0"
+    # A grandchild keeps stdout open after the child exited, until we close
+    # stdin: process_exited comes first, connection_lost waits for the pipe.
+    # (fd 3: an asynchronous list's stdin is /dev/null in a non-interactive sh.)
+    script = "exec 3<&0; (read line <&3; echo late) & exec 3<&-; echo early; exit 0"
 
     async def main():
         transport, proto = await any_loop.subprocess_exec(
-            lambda: Recorder(any_loop), SH, "-c", script, stdin=DEVNULL, stdout=PIPE, stderr=DEVNULL
+            lambda: Recorder(any_loop), SH, "-c", script, stdin=PIPE, stdout=PIPE, stderr=DEVNULL
         )
+        await wait_until(lambda: "exited" in proto.events)
+        assert proto.returncode_at_exit == 0
+        assert ("pipe_lost", 1, None) not in proto.events
+        assert not proto.lost.done()
+        transport.get_pipe_transport(0).write(b"go\n")
+        transport.get_pipe_transport(0).close()
         await proto.lost
         return transport, proto
 
     transport, proto = run(any_loop, main())
     events = proto.events
-    _check_common_order(events, pipes=(1,))
+    _check_common_order(events, pipes=(0, 1))
     assert events.index("exited") < events.index(("pipe_lost", 1, None))
-    assert proto.returncode_at_exit == 0
     assert bytes(proto.data[1]) == b"early\nlate\n"
     transport.close()
 
