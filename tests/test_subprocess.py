@@ -426,21 +426,13 @@ def test_child_exiting_while_the_loop_is_stopped_is_still_waited(loop_kind):
         loop.close()
 
 
-def test_child_outliving_its_loop_is_reaped(loop_kind, request):
+def test_child_outliving_its_loop_is_reaped(loop_kind):
     """A child still running when its loop is closed: asyncio up to 3.11
     (ThreadedChildWatcher) reaps it when it exits, even while its Process
     object is kept; from 3.12 (PidfdChildWatcher) it stays a zombie until
-    the Process is collected. Either way none is left after that."""
-    reaped_while_kept = sys.version_info < (3, 12)
-    if loop_kind == "ferroloop" and reaped_while_kept:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="ferroloop stops watching children when its loop closes: the child "
-                "stays a zombie until its Process is collected (asyncio 3.12+'s behaviour, "
-                "not 3.10/3.11's)",
-            )
-        )
+    the Process is collected. Either way none is left after that. ferroloop
+    reaps it on every version (ferroloop/_unix.py: _close_child_pidfds)."""
+    reaped_while_kept = sys.version_info < (3, 12) or loop_kind == "ferroloop"
     loop = make_loop(loop_kind)
     try:
         proc = run(loop, asyncio.create_subprocess_exec(SH, "-c", "sleep 0.1"))
