@@ -1428,3 +1428,110 @@ def test_churn_no_fd_or_memory_left(any_loop, certs, handler_calls):
     assert fds1 == fds0
     assert rss1 - rss0 < CHURN_RSS_BOUND
     assert handler_calls == []
+
+
+# --- ferroloop's TLS data path (python/ferroloop/_ssl.py) ------------------------
+
+
+def test_records_and_close_notify_in_one_read(any_loop, certs, handler_calls):
+    """Many records of different sizes and the close_notify arrive in one TCP
+    segment burst: every byte is delivered in order (one data_received per
+    batch), then eof_received, the answering close_notify and
+    connection_lost(None), as asyncio does."""
+    sizes = [1, 100, 16_384, 16_385, 5_000, 70_000, 3]
+
+    async def main():
+        srv = await Server(any_loop, echo=False).start(certs.server_context())
+        try:
+            sock = await connected_raw_socket(any_loop, srv.port)
+            with sock:
+                peer = RawTLS(
+                    any_loop,
+                    sock,
+                    certs.client_context(),
+                    server_side=False,
+                    server_hostname="localhost",
+                )
+                await peer.handshake()
+                payload = pattern(sum(sizes))
+                wire, offset = b"", 0
+                for size in sizes:
+                    wire += peer.records(payload[offset : offset + size])
+                    offset += size
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    peer.obj.unwrap()  # queues our close_notify
+                wire += peer.outgoing.read()
+                await any_loop.sock_sendall(sock, wire)
+                await wait_until(lambda: srv.made())
+                sv = srv.made()[0]
+                exc = await asyncio.wait_for(sv.lost, 3)
+                answer = await recv_until_eof(any_loop, sock)
+                peer.incoming.write(answer)
+                peer.obj.unwrap()  # the server's close_notify is there
+            return sv, exc, payload
+        finally:
+            await srv.close()
+
+    sv, exc, payload = run(any_loop, main())
+    assert exc is None
+    assert bytes(sv.data) == payload
+    if NEW_SSLPROTO:
+        assert sv.events == ["made", "data", "eof", "lost"]
+    else:
+        assert sv.events == ["made", "data", "lost"]
+    assert sv.lost_calls == 1
+    assert handler_calls == []
+
+
+SSLOBJECT_CALLS = {"read": 0, "write": 0}
+
+
+class CountingSSLObject(ssl.SSLObject):
+    """An SSLObject subclass (SSLContext.sslobject_class): its own methods
+    must be the ones called."""
+
+    def read(self, len=1024, buffer=None):
+        SSLOBJECT_CALLS["read"] += 1
+        return super().read(len, buffer)
+
+    def write(self, data):
+        SSLOBJECT_CALLS["write"] += 1
+        return super().write(data)
+
+
+def test_sslobject_subclass_is_used(any_loop, certs, handler_calls):
+    server_ctx = certs.server_context()
+    server_ctx.sslobject_class = CountingSSLObject
+    SSLOBJECT_CALLS.update(read=0, write=0)
+
+    async def main():
+        async with tls_pair(any_loop, server_ctx, certs.client_context()) as (tr, cl, sv, _):
+            payload = pattern(200_000)
+            tr.write(payload)
+            assert await cl.received(len(payload)) == payload
+            assert bytes(sv.data) == payload
+
+    run(any_loop, main())
+    assert SSLOBJECT_CALLS["read"] >= 2  # 200 kB: more than one batch
+    assert SSLOBJECT_CALLS["write"] >= 1  # the server's echoes
+    assert handler_calls == []
+
+
+def test_ferroloop_tls_protocol_class(any_loop, certs):
+    """3.11+: ferroloop's connections run ferroloop._ssl.SSLProtocol (asyncio's
+    class with the shorter data path); 3.10 and stock asyncio run asyncio's."""
+    from asyncio import sslproto
+
+    import ferroloop._ssl
+
+    async def main():
+        async with plain_tls_pair(any_loop, certs) as (tr, cl, sv, _):
+            await echo_once(tr, cl)
+            return type(tr._ssl_protocol), type(sv.transport._ssl_protocol)
+
+    client_class, server_class = run(any_loop, main())
+    expected = sslproto.SSLProtocol
+    if is_ferroloop(any_loop) and NEW_SSLPROTO:
+        expected = ferroloop._ssl.SSLProtocol
+        assert expected is not sslproto.SSLProtocol
+    assert client_class is server_class is expected
