@@ -10,6 +10,7 @@ https://docs.python.org/3/library/asyncio-protocol.html#subprocess-transports
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import gc
 import os
 import pathlib
@@ -866,10 +867,42 @@ def test_preexec_fn_failure_is_raised_in_the_parent(any_loop):
     assert open_fds() == before
 
 
+def test_umask(any_loop):
+    assert run(any_loop, sh_output("umask", umask=0o037)) == (b"0037\n", 0)
+
+
+def test_pipesize(any_loop):
+    async def main():
+        transport, proto = await any_loop.subprocess_exec(
+            lambda: Recorder(any_loop),
+            CAT,
+            stdin=PIPE,
+            stdout=PIPE,
+            stderr=None,
+            pipesize=256 * 1024,
+        )
+        pipes = [transport.get_pipe_transport(fd).get_extra_info("pipe") for fd in (0, 1)]
+        sizes = [fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ) for pipe in pipes]
+        transport.get_pipe_transport(0).write(b"sized")
+        transport.get_pipe_transport(0).close()
+        await proto.lost
+        transport.close()
+        return sizes, bytes(proto.data[1])
+
+    assert run(any_loop, main()) == ([256 * 1024] * 2, b"sized")
+
+
 @needs_root
 def test_user_and_group(any_loop):
     out, code = run(any_loop, sh_output("id -u; id -g", user=65534, group=65534, cwd="/"))
     assert (out, code) == (b"65534\n65534\n", 0)
+
+
+@needs_root
+def test_extra_groups(any_loop):
+    out, code = run(any_loop, sh_output("id -G", group=65534, extra_groups=[4242, 4343], cwd="/"))
+    assert code == 0
+    assert sorted(map(int, out.split())) == [4242, 4343, 65534]
 
 
 @pytest.mark.parametrize(
