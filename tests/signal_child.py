@@ -11,6 +11,8 @@ reference). MODE:
   stopped with Ctrl-C.
 * sigint-twice: as sigint, but main's cleanup then waits (on nothing that
   comes): the second SIGINT must interrupt it.
+* sigint-busy: as sigint, but main never lets the loop block: it spins on
+  asyncio.sleep(0) (the signal arrives while callbacks run).
 * sigterm: a SIGTERM handler installed with loop.add_signal_handler sets an
   event; main then closes its server and returns normally.
 
@@ -48,11 +50,15 @@ async def background():
         say("background finally")
 
 
-async def sigint_main(twice=False):
+async def sigint_main(twice=False, busy=False):
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     task = asyncio.ensure_future(background())
     say("ready", server.sockets[0].getsockname()[1])
     try:
+        if busy:
+            await server.start_serving()
+            while True:
+                await asyncio.sleep(0)
         await server.serve_forever()
     except asyncio.CancelledError:
         say("main cancelled")
@@ -97,7 +103,7 @@ def main() -> int:
     if mode == "sigterm":
         coro = sigterm_main()
     else:
-        coro = sigint_main(twice=mode == "sigint-twice")
+        coro = sigint_main(twice=mode == "sigint-twice", busy=mode == "sigint-busy")
     say("pid", os.getpid())
     if kind == "ferroloop":
         import ferroloop

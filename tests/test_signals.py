@@ -365,6 +365,25 @@ def test_sigint_cancels_the_main_task_runs_cleanup_and_raises_keyboard_interrupt
     assert ("raise KeyboardInterrupt()" in ours[2]) == runner_raised
 
 
+def test_sigint_while_the_loop_is_busy():
+    """SIGINT while callbacks keep running (main spins on sleep(0)): on
+    3.11+ asyncio.Runner's path (main cancelled, cleanup, KeyboardInterrupt)
+    exactly as asyncio.run(); on 3.10 KeyboardInterrupt lands wherever
+    Python was, so only the cleanup and the exit are compared."""
+    children = {kind: spawn_child(kind, "sigint-busy")[0] for kind in ("asyncio", "ferroloop")}
+    results = {kind: stop_child(proc, signal.SIGINT) for kind, proc in children.items()}
+    for kind, (code, lines, err, took) in results.items():
+        assert {"main finally", "background finally"} <= set(lines), (kind, lines, err)
+        assert err.rstrip().splitlines()[-1] == "KeyboardInterrupt", (kind, err)
+        assert code == -signal.SIGINT, (kind, code, err)
+        assert took < 5.0
+        if sys.version_info >= (3, 11):
+            assert sorted(lines) == sorted(
+                ["main cancelled", "main finally", "background cancelled", "background finally"]
+            ), (kind, lines, err)
+            assert "raise KeyboardInterrupt()" in err
+
+
 def test_second_sigint_interrupts_a_hanging_cleanup():
     """A cleanup that hangs after the first SIGINT is interrupted by the
     second, on ferroloop.run() as on asyncio.run()."""
