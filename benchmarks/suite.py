@@ -4,6 +4,7 @@
     python benchmarks/suite.py                # every workload, 3 rounds: ~15-20 minutes
     python benchmarks/suite.py --loops uvloop,ferroloop --workloads echo/protocol,http
     python benchmarks/suite.py --list         # the workloads (table lines) and exit
+    python benchmarks/suite.py --workloads echo/protocol --echo-concurrency 16,64
 
 Sections (each line of the table is one workload; --workloads takes sections, line
 names, or their prefixes, comma-separated):
@@ -115,7 +116,11 @@ def tls_missing() -> str | None:
     return None
 
 
-def make_plan(quick: bool, with_tls: bool) -> list[Line]:
+def make_plan(
+    quick: bool, with_tls: bool, echo_concurrency=None, http_concurrency=None
+) -> list[Line]:
+    """Every line of a full or quick run; the concurrency lists, when given,
+    replace the echo (and TLS) or HTTP defaults."""
     lines = [
         Line("internals", name, workload.size // (10 if quick else 1))
         for name, workload in loop_internals.WORKLOADS.items()
@@ -126,13 +131,28 @@ def make_plan(quick: bool, with_tls: bool) -> list[Line]:
             spec = EchoWorkload(mode, size, concurrency)
             lines.append(Line(section, f"{mode} {size_label(size)} c{concurrency}", spec))
 
+    def with_concurrency(shapes):
+        if not echo_concurrency:
+            return shapes
+        sizes = dict.fromkeys(size for _, size, _ in shapes)
+        modes = dict.fromkeys(mode for mode, _, _ in shapes)
+        kept = {(mode, size) for mode, size, _ in shapes}
+        return [
+            (mode, size, c)
+            for size in sizes
+            for c in echo_concurrency
+            for mode in modes
+            if (mode, size) in kept
+        ]
+
     full_echo = [
         (mode, size, c) for size in ECHO_SIZES for c in ECHO_CONCURRENCY for mode in ECHO_MODES
     ]
-    echo("echo", QUICK_ECHO if quick else full_echo)
+    echo("echo", with_concurrency(QUICK_ECHO if quick else full_echo))
     if with_tls:
-        echo("tls", TLS_QUICK if quick else TLS_FULL)
-    for concurrency in HTTP_QUICK_CONCURRENCY if quick else HTTP_CONCURRENCY:
+        echo("tls", with_concurrency(TLS_QUICK if quick else TLS_FULL))
+    default = HTTP_QUICK_CONCURRENCY if quick else HTTP_CONCURRENCY
+    for concurrency in http_concurrency or default:
         for mode in httpload.MODES:
             workload = httpload.Workload(mode, concurrency)
             lines.append(Line("http", f"{mode} c{concurrency}", workload))
@@ -634,6 +654,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--plot", metavar="PATH", default=str(RESULTS / "suite.png"), help="PNG chart ('': none)"
     )
+    parser.add_argument(
+        "--echo-concurrency", help="connections of echo/tls lines, e.g. 16,64 (1,4,16; quick 16)"
+    )
+    parser.add_argument("--http-concurrency", help="connections of http lines (1,16,64; quick 16)")
     parser.add_argument("--duration", type=float, help="seconds per echo/HTTP run (1; 0.4)")
     parser.add_argument("--warmup", type=float, help="seconds before measuring (0.3; 0.15)")
     parser.add_argument(
@@ -648,6 +672,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = [name for name in args.loops if name not in LOOPS]
     if unknown or not args.loops:
         parser.error(f"--loops: unknown {unknown or 'empty list'}; choose from {', '.join(LOOPS)}")
+    for name in ("echo_concurrency", "http_concurrency"):
+        text = getattr(args, name)
+        if text is not None:
+            try:
+                values = [int(item) for item in text.split(",") if item.strip()]
+            except ValueError:
+                values = []
+            if not values or min(values) < 1:
+                parser.error(f"--{name.replace('_', '-')}: positive integers, comma-separated")
+            setattr(args, name, list(dict.fromkeys(values)))
     if args.workloads is not None:
         args.workloads = [item.strip() for item in args.workloads.split(",") if item.strip()]
     if args.rounds is None:
@@ -666,7 +700,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     missing_tls = tls_missing()
-    plan = select(make_plan(args.quick, missing_tls is None), args.workloads)
+    plan = make_plan(args.quick, missing_tls is None, args.echo_concurrency, args.http_concurrency)
+    plan = select(plan, args.workloads)
     if args.list:
         print("\n".join(line.label for line in plan))
         return 0

@@ -61,6 +61,14 @@ def test_plans_and_selection():
     assert len(echo_full) == 4 * 3 * 3  # modes x sizes x concurrencies
     assert len({line.label for line in full}) == len(full)
     assert not [line for line in suite.make_plan(True, with_tls=False) if line.section == "tls"]
+    custom = suite.make_plan(True, with_tls=True, echo_concurrency=[16, 64], http_concurrency=[8])
+    assert [line.label for line in custom if line.section != "internals"] == [
+        *(f"echo/{mode} 1KiB c{c}" for c in (16, 64) for mode in suite.ECHO_MODES),
+        "tls/protocol 1KiB c16",
+        "tls/protocol 1KiB c64",
+        "http/httptools c8",
+        "http/aiohttp c8",
+    ]
 
     chosen = suite.select(quick, ["echo/protocol", "internals/call_soon"])
     assert [line.label for line in chosen] == ["internals/call_soon", "echo/protocol 1KiB c16"]
