@@ -337,7 +337,7 @@ def stop_child(
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError(f"the child ignored the signal: {out!r} {err!r}") from None
+        raise AssertionError(f"the child ignored the signal: {proc.args} {out!r} {err!r}") from None
     lines = early + out.decode().splitlines()
     return proc.returncode, lines, err.decode(), time.monotonic() - sent
 
@@ -368,9 +368,13 @@ def test_sigint_cancels_the_main_task_runs_cleanup_and_raises_keyboard_interrupt
 def test_sigint_while_the_loop_is_busy():
     """SIGINT while callbacks keep running (main spins on sleep(0)): on
     3.11+ asyncio.Runner's path (main cancelled, cleanup, KeyboardInterrupt)
-    exactly as asyncio.run(); on 3.10 KeyboardInterrupt lands wherever
-    Python was, so only the cleanup and the exit are compared."""
-    children = {kind: spawn_child(kind, "sigint-busy")[0] for kind in ("asyncio", "ferroloop")}
+    exactly as asyncio.run(). On 3.10 KeyboardInterrupt lands wherever
+    Python was, so only the cleanup and the exit are checked, and on
+    ferroloop only: there asyncio.run() itself hangs about one time in three
+    (the interrupt lands in its pure-Python loop between a task's step and
+    its rescheduling, and the cleanup waits for that task forever)."""
+    kinds = ("asyncio", "ferroloop") if sys.version_info >= (3, 11) else ("ferroloop",)
+    children = {kind: spawn_child(kind, "sigint-busy")[0] for kind in kinds}
     results = {kind: stop_child(proc, signal.SIGINT) for kind, proc in children.items()}
     for kind, (code, lines, err, took) in results.items():
         assert {"main finally", "background finally"} <= set(lines), (kind, lines, err)
