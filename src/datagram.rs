@@ -150,9 +150,8 @@ fn sockaddr_to_py<'py>(
         libc::AF_INET6 => {
             // SAFETY: the family says this storage holds a sockaddr_in6.
             let a = unsafe { &*(addr as *const _ as *const libc::sockaddr_in6) };
-            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
             Ok((
-                ip.to_string(),
+                numeric_host_v6(a),
                 u16::from_be(a.sin6_port),
                 u32::from_be(a.sin6_flowinfo),
                 a.sin6_scope_id,
@@ -214,6 +213,34 @@ impl DatagramCore {
             }
         }
     }
+}
+
+/// The host string Python's `socket` module makes of an IPv6 address:
+/// `getnameinfo(NI_NUMERICHOST)`, as CPython's `makeipaddr` (a scoped
+/// link-local address keeps its `%interface`, an IPv4-compatible one is
+/// dotted).
+fn numeric_host_v6(addr: &libc::sockaddr_in6) -> String {
+    let mut host = [0 as libc::c_char; libc::NI_MAXHOST as usize];
+    // SAFETY: `addr` is a whole sockaddr_in6 and `host` is writable for
+    // its length; getnameinfo NUL-terminates what it writes.
+    let rc = unsafe {
+        libc::getnameinfo(
+            (addr as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            host.as_mut_ptr(),
+            host.len() as libc::socklen_t,
+            std::ptr::null_mut(),
+            0,
+            libc::NI_NUMERICHOST,
+        )
+    };
+    if rc != 0 {
+        return Ipv6Addr::from(addr.sin6_addr.s6_addr).to_string();
+    }
+    // SAFETY: NUL-terminated by getnameinfo (see above).
+    unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[pymethods]

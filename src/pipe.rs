@@ -640,10 +640,10 @@ impl WritePipeCore {
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let view;
-        let (bytes, owner) = match data.cast::<PyBytes>() {
+        let (bytes, owner) = match as_bytes_obj(data) {
             // bytes: no buffer view to acquire and release.
-            Ok(b) => (b.as_bytes(), Some(b)),
-            Err(_) => {
+            Some(b) => (b.as_bytes(), Some(b)),
+            None => {
                 check_write_type(data)?;
                 view = match ByteView::new(data, ffi::PyBUF_SIMPLE) {
                     Ok(view) => view,
@@ -876,26 +876,13 @@ impl WritePipeCore {
         self.st.lock().out.len()
     }
 
-    #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<i64>,
-        low: Option<i64>,
-    ) -> PyResult<()> {
-        let high = high.unwrap_or_else(|| match low {
-            None => DEFAULT_HIGH_WATER as i64,
-            Some(low) => 4 * low,
-        });
-        let low = low.unwrap_or(high / 4);
-        if !(high >= low && low >= 0) {
-            return Err(PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
+    /// The marks, already checked and floored by the Python transport
+    /// (`ferroloop._transports.write_buffer_limits`, asyncio's rule).
+    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: usize, low: usize) -> PyResult<()> {
         {
             let mut st = slf.get().st.lock();
-            st.high_water = high as usize;
-            st.low_water = low as usize;
+            st.high_water = high;
+            st.low_water = low;
         }
         Self::maybe_pause_protocol(slf)
     }

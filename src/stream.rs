@@ -447,9 +447,12 @@ impl StreamCore {
 /// Data not yet sent, and the `bytes` object it is a slice of (if any).
 type Pending<'a, 'py> = (&'a [u8], Option<&'a Bound<'py, PyBytes>>);
 
-/// `obj` as `bytes`, if it is one (immutable: may be referenced).
+/// `obj` as `bytes`, if it is exactly one: immutable, so it may be
+/// referenced instead of copied, and freeing it runs no Python code (a
+/// subclass's `__del__` could call back into a transport whose lock is
+/// held; on 3.12+ its `__buffer__` may also export other bytes).
 pub(crate) fn as_bytes_obj<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, PyBytes>> {
-    obj.cast::<PyBytes>().ok()
+    obj.cast_exact::<PyBytes>().ok()
 }
 
 #[pymethods]
@@ -811,26 +814,13 @@ impl StreamCore {
         self.st.lock().out.len()
     }
 
-    #[pyo3(signature = (high=None, low=None))]
-    fn set_write_buffer_limits(
-        slf: &Bound<'_, Self>,
-        high: Option<i64>,
-        low: Option<i64>,
-    ) -> PyResult<()> {
-        let high = high.unwrap_or_else(|| match low {
-            None => DEFAULT_HIGH_WATER as i64,
-            Some(low) => 4 * low,
-        });
-        let low = low.unwrap_or(high / 4);
-        if !(high >= low && low >= 0) {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "high ({high}) must be >= low ({low}) must be >= 0"
-            )));
-        }
+    /// The marks, already checked and floored by the Python transport
+    /// (`ferroloop._transports.write_buffer_limits`, asyncio's rule).
+    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: usize, low: usize) -> PyResult<()> {
         {
             let mut st = slf.get().st.lock();
-            st.high_water = high as usize;
-            st.low_water = low as usize;
+            st.high_water = high;
+            st.low_water = low;
         }
         Self::maybe_pause_protocol(slf)
     }

@@ -74,7 +74,12 @@ impl WriteBuffer {
             return;
         }
         self.len += data.len();
-        if let Some(obj) = owner.filter(|_| data.len() >= COPY_BELOW) {
+        let within = |obj: &&Bound<'_, PyBytes>| {
+            let whole = obj.as_bytes().as_ptr_range();
+            let part = data.as_ptr_range();
+            whole.start <= part.start && part.end <= whole.end
+        };
+        if let Some(obj) = owner.filter(|o| data.len() >= COPY_BELOW && within(o)) {
             let start = data.as_ptr() as usize - obj.as_bytes().as_ptr() as usize;
             self.chunks.push_back(Chunk::Shared {
                 obj: obj.clone().unbind(),

@@ -14,6 +14,7 @@ the socket. Attribute names follow asyncio's `_SelectorSocketTransport`
 from __future__ import annotations
 
 import inspect
+import math
 import selectors
 import socket
 import warnings
@@ -23,7 +24,7 @@ from asyncio.log import logger
 from . import _ssl
 from ._ferroloop import DatagramCore, StreamCore
 
-__all__ = ["DatagramTransport", "SocketTransport", "TransportFactories"]
+__all__ = ["DatagramTransport", "SocketTransport", "TransportFactories", "WriteBufferLimits"]
 
 # 3.13 tracks each client transport of a Server (close_clients); earlier
 # versions only count them.
@@ -44,7 +45,33 @@ def _server_detach(server, transport) -> None:
         server._detach()
 
 
-class SocketTransport(transports._FlowControlMixin, transports.Transport):
+class WriteBufferLimits:
+    """`set_write_buffer_limits` / `get_write_buffer_limits` of a transport
+    whose flow control is its native core's: asyncio's rule and error for
+    the marks (any real numbers, as `_FlowControlMixin` takes them), and the
+    marks as given back; the core compares byte counts with their floors."""
+
+    _write_buffer_marks = (16 * 1024, 64 * 1024)  # (low, high): the cores' defaults
+
+    def set_write_buffer_limits(self, high=None, low=None) -> None:
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._write_buffer_marks = (low, high)
+        # size > high <=> size > floor(high) for a byte count; beyond 2**62
+        # a mark is never reached either way.
+        self._core.set_write_buffer_limits(
+            min(math.floor(high), 1 << 62), min(math.floor(low), 1 << 62)
+        )
+
+    def get_write_buffer_limits(self):
+        return self._write_buffer_marks
+
+
+class SocketTransport(WriteBufferLimits, transports._FlowControlMixin, transports.Transport):
     """A TCP or Unix stream socket transport.
 
     An `asyncio.transports._FlowControlMixin` as asyncio's own socket
@@ -160,12 +187,6 @@ class SocketTransport(transports._FlowControlMixin, transports.Transport):
     def get_protocol(self):
         return self._core.get_protocol()
 
-    def set_write_buffer_limits(self, high=None, low=None) -> None:
-        self._core.set_write_buffer_limits(high, low)
-
-    def get_write_buffer_limits(self):
-        return self._core.get_write_buffer_limits()
-
     def get_write_buffer_size(self) -> int:
         return self._core.get_write_buffer_size()
 
@@ -268,6 +289,16 @@ class DatagramTransport(selector_events._SelectorDatagramTransport, transports.D
             # resume_reading(), in place of the Python _read_ready.
             self._read_ready = core.read_ready
         super().__init__(loop, sock, protocol, address, waiter, extra)
+
+    def _call_connection_lost(self, exc) -> None:
+        try:
+            super()._call_connection_lost(exc)
+        finally:
+            # The core's bound methods refer back to this transport: without
+            # them a closed transport is freed by reference counting, and
+            # asyncio's own methods serve whatever is still called on it.
+            self.__dict__.pop("sendto", None)
+            self.__dict__.pop("_read_ready", None)
 
 
 class TransportFactories:

@@ -36,6 +36,7 @@ from asyncio import futures, transports, unix_events
 from asyncio.log import logger
 
 from ._ferroloop import ReadPipeCore, WritePipeCore
+from ._transports import WriteBufferLimits
 
 __all__ = ["ReadPipeTransport", "UnixServices", "WritePipeTransport", "can_use_pidfd"]
 
@@ -118,6 +119,11 @@ class ReadPipeTransport(transports.ReadTransport):
     def __del__(self, _warn=warnings.warn) -> None:
         if self._pipe is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            # The core outlives us if a protocol kept `transport.write`: it
+            # must not touch the fd number once the pipe is closed.
+            core = self.__dict__.get("_core")
+            if core is not None:
+                core._detach()
             self._pipe.close()
 
     def is_reading(self) -> bool:
@@ -195,7 +201,9 @@ class ReadPipeTransport(transports.ReadTransport):
             self._loop = None
 
 
-class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport):
+class WritePipeTransport(
+    WriteBufferLimits, transports._FlowControlMixin, transports.WriteTransport
+):
     """The write end of a pipe, a FIFO, a socket or a character device
     (asyncio's `_UnixWritePipeTransport`, with native write paths).
 
@@ -244,6 +252,11 @@ class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport
     def __del__(self, _warn=warnings.warn) -> None:
         if self._pipe is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            # The core outlives us if a protocol kept `transport.write`: it
+            # must not touch the fd number once the pipe is closed.
+            core = self.__dict__.get("_core")
+            if core is not None:
+                core._detach()
             self._pipe.close()
 
     def write(self, data) -> None:  # replaced per instance by the core's
@@ -276,12 +289,6 @@ class WritePipeTransport(transports._FlowControlMixin, transports.WriteTransport
 
     def get_write_buffer_size(self) -> int:
         return self._core.get_write_buffer_size()
-
-    def set_write_buffer_limits(self, high=None, low=None) -> None:
-        self._core.set_write_buffer_limits(high, low)
-
-    def get_write_buffer_limits(self):
-        return self._core.get_write_buffer_limits()
 
     # -- asyncio's private names ----------------------------------------
 
@@ -366,6 +373,32 @@ def _waitpid_thread(loop, pid: int, transp) -> None:
         loop.call_soon_threadsafe(transp._process_exited, returncode)
     except RuntimeError:  # the loop was closed meanwhile
         _set_popen_returncode(transp._proc, returncode)
+
+
+_P_PIDFD = getattr(os, "P_PIDFD", None)
+
+
+def _reap_exited(pid: int, pidfd: int) -> int | None:
+    """Reap the child if it has exited: its returncode, or None if it has
+    not. Raises ChildProcessError if it was reaped elsewhere.
+
+    Through the pidfd (`waitid(P_PIDFD)`), so that a child reaped elsewhere
+    whose pid was reused by another of our children is never mistaken for
+    it; `waitpid` only on kernels with pidfd_open but no P_PIDFD (5.3)."""
+    if _P_PIDFD is not None:
+        try:
+            info = os.waitid(_P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:
+            raise
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+        else:
+            if info is None:
+                return None
+            return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+    wpid, status = os.waitpid(pid, os.WNOHANG)
+    return os.waitstatus_to_exitcode(status) if wpid else None
 
 
 def _set_popen_returncode(proc, returncode: int) -> None:
@@ -475,13 +508,12 @@ class UnixServices:
     def _child_exited(self, pid: int, pidfd: int, transp) -> None:
         """The pidfd is readable: the child has exited; reap it."""
         try:
-            wpid, status = os.waitpid(pid, os.WNOHANG)
+            returncode = _reap_exited(pid, pidfd)
         except ChildProcessError:
             returncode = _returncode_reaped_elsewhere(pid, transp)
         else:
-            if wpid == 0:
+            if returncode is None:
                 return  # not exited after all: keep watching
-            returncode = os.waitstatus_to_exitcode(status)
         self._remove_reader(pidfd)
         del self._child_pidfds[pidfd]
         os.close(pidfd)
@@ -498,13 +530,14 @@ class UnixServices:
         pidfds, self._child_pidfds = self._child_pidfds, None
         for pidfd, (pid, transp) in (pidfds or {}).items():
             self._remove_reader(pidfd)
-            os.close(pidfd)
             try:
-                wpid, status = os.waitpid(pid, os.WNOHANG)
+                returncode = _reap_exited(pid, pidfd)
             except ChildProcessError:
                 continue  # reaped elsewhere
-            if wpid:
-                _set_popen_returncode(transp._proc, os.waitstatus_to_exitcode(status))
+            finally:
+                os.close(pidfd)
+            if returncode is not None:
+                _set_popen_returncode(transp._proc, returncode)
                 continue
             threading.Thread(
                 target=_reap_orphan,
