@@ -286,6 +286,20 @@ def test_add_signal_handler_on_a_closed_loop(loop_kind):
 # --- a child process stopped by a signal --------------------------------------
 
 
+_spawned: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_child_left():
+    """Kill whatever signal_child.py process a failed test left running."""
+    yield
+    while _spawned:
+        proc = _spawned.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
 def spawn_child(kind: str, mode: str) -> tuple[subprocess.Popen, int]:
     """Start signal_child.py; wait for its 'ready PORT' line; check its server
     answers; return (process, port)."""
@@ -295,6 +309,7 @@ def spawn_child(kind: str, mode: str) -> tuple[subprocess.Popen, int]:
         stderr=subprocess.PIPE,
         cwd=os.path.dirname(CHILD),
     )
+    _spawned.append(proc)
     lines = []
     while True:
         line = proc.stdout.readline().decode()
