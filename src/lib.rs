@@ -8,6 +8,7 @@
 pub mod datagram;
 pub mod event_loop;
 pub mod fastcall;
+pub mod flow_control;
 pub mod handles;
 pub mod pipe;
 pub mod poller;

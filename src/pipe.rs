@@ -6,7 +6,8 @@
 //! per-thread buffer and a `bytes` of the exact size to `data_received`;
 //! `write()` at once, the rest buffered (`WriteBuffer`, large `bytes`
 //! referenced) and sent with one `writev()` when the fd is writable again;
-//! flow control at the high/low marks; `connection_lost` exactly once.
+//! flow control at the high/low marks (src/flow_control.rs);
+//! `connection_lost` exactly once.
 //!
 //! The objects users see are `ferroloop._unix.ReadPipeTransport` /
 //! `WritePipeTransport` (`asyncio.ReadTransport` / `WriteTransport`), which
@@ -28,15 +29,13 @@ use pyo3::exceptions::{PyBrokenPipeError, PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple, PyWeakrefMethods, PyWeakrefReference};
+use pyo3::types::{PyBytes, PyTuple, PyWeakrefMethods, PyWeakrefReference};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::CoreLoop;
+use crate::flow_control::{must_propagate, FlowControl, FlowControlled};
 use crate::poller::{READABLE, WRITABLE};
-use crate::stream::{
-    as_bytes_obj, check_write_type, must_propagate, ByteView, DEFAULT_HIGH_WATER,
-    LOG_THRESHOLD_FOR_CONNLOST_WRITES,
-};
+use crate::stream::{as_bytes_obj, check_write_type, ByteView, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
 use crate::syscalls::{os_error, retry_syscall, with_recv_buf, IOV_MAX, SHARED_RECV_BUF};
 use crate::write_buffer::WriteBuffer;
 
@@ -416,9 +415,7 @@ struct WriteState {
     closing: bool,
     /// `_call_connection_lost` is scheduled (or ran).
     lost: bool,
-    protocol_paused: bool,
-    high_water: usize,
-    low_water: usize,
+    flow: FlowControl,
 }
 
 #[pyclass(frozen, module = "ferroloop._ferroloop")]
@@ -461,57 +458,6 @@ impl WritePipeCore {
     fn unwatch(&self, py: Python<'_>, dir: u32) -> PyResult<()> {
         self.loop_.bind(py).get().unwatch_if_open(self.fd, dir)?;
         Ok(())
-    }
-
-    /// `protocol.<method>()` for flow control; a failure goes to the
-    /// exception handler, as in asyncio's `_FlowControlMixin`.
-    fn notify_flow(slf: &Bound<'_, Self>, method: &Bound<'_, PyString>) -> PyResult<()> {
-        let py = slf.py();
-        let (protocol, transport) = {
-            let st = slf.get().st.lock();
-            match (&st.protocol, upgrade(py, &st.transport)) {
-                (Some(p), Some(t)) => (p.clone_ref(py), t),
-                _ => return Ok(()),
-            }
-        };
-        let Err(err) = protocol.bind(py).call_method0(method) else {
-            return Ok(());
-        };
-        if must_propagate(py, &err) {
-            return Err(err);
-        }
-        let context = PyDict::new(py);
-        context.set_item("message", format!("protocol.{}() failed", method.to_str()?))?;
-        context.set_item("exception", err.into_value(py))?;
-        context.set_item("transport", transport)?;
-        context.set_item("protocol", protocol)?;
-        slf.get()
-            .loop_
-            .bind(py)
-            .call_method1(intern!(py, "call_exception_handler"), (context,))?;
-        Ok(())
-    }
-
-    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        {
-            let mut st = slf.get().st.lock();
-            if st.out.len() <= st.high_water || st.protocol_paused {
-                return Ok(());
-            }
-            st.protocol_paused = true;
-        }
-        Self::notify_flow(slf, intern!(slf.py(), "pause_writing"))
-    }
-
-    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        {
-            let mut st = slf.get().st.lock();
-            if !st.protocol_paused || st.out.len() > st.low_water {
-                return Ok(());
-            }
-            st.protocol_paused = false;
-        }
-        Self::notify_flow(slf, intern!(slf.py(), "resume_writing"))
     }
 
     /// asyncio's checks before a write, in its order. Ok(false): drop the
@@ -589,7 +535,28 @@ impl WritePipeCore {
                 st.out.push(&s[skip..], *owner);
             }
         }
-        Self::maybe_pause_protocol(slf)
+        slf.get().maybe_pause_protocol(slf.py())
+    }
+}
+
+impl FlowControlled for WritePipeCore {
+    fn core_loop(&self) -> &Py<CoreLoop> {
+        &self.loop_
+    }
+
+    #[inline]
+    fn with_flow<R>(&self, f: impl FnOnce(&mut FlowControl, usize) -> R) -> R {
+        let mut st = self.st.lock();
+        let size = st.out.len();
+        f(&mut st.flow, size)
+    }
+
+    fn flow_parties(&self, py: Python<'_>) -> Option<(Py<PyAny>, Py<PyAny>)> {
+        let st = self.st.lock();
+        match (&st.protocol, upgrade(py, &st.transport)) {
+            (Some(p), Some(t)) => Some((p.clone_ref(py), t)),
+            _ => None,
+        }
     }
 }
 
@@ -612,9 +579,7 @@ impl WritePipeCore {
                 conn_lost: 0,
                 closing: false,
                 lost: false,
-                protocol_paused: false,
-                high_water: DEFAULT_HIGH_WATER,
-                low_water: DEFAULT_HIGH_WATER / 4,
+                flow: FlowControl::default(),
             }),
         })
     }
@@ -667,13 +632,12 @@ impl WritePipeCore {
                 None
             } else {
                 st.out.push(bytes, owner);
-                let pause = st.out.len() > st.high_water && !st.protocol_paused;
-                st.protocol_paused |= pause;
-                Some(pause)
+                let size = st.out.len();
+                Some(st.flow.should_pause(size))
             }
         };
         match pause {
-            Some(true) => Self::notify_flow(slf, intern!(py, "pause_writing")),
+            Some(true) => slf.get().notify_flow(py, intern!(py, "pause_writing")),
             Some(false) => Ok(()),
             None => {
                 if !slf.get().check_writable(py, bytes.is_empty())? {
@@ -764,7 +728,7 @@ impl WritePipeCore {
                     return Ok(());
                 }
                 this.unwatch(py, WRITABLE)?;
-                Self::maybe_resume_protocol(slf)?; // may write more
+                this.maybe_resume_protocol(py)?; // may write more
                 let transport = {
                     let mut st = this.st.lock();
                     if !st.closing || !st.out.is_empty() || st.lost {
@@ -878,18 +842,12 @@ impl WritePipeCore {
 
     /// The marks, already checked and floored by the Python transport
     /// (`ferroloop._transports.write_buffer_limits`, asyncio's rule).
-    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: usize, low: usize) -> PyResult<()> {
-        {
-            let mut st = slf.get().st.lock();
-            st.high_water = high;
-            st.low_water = low;
-        }
-        Self::maybe_pause_protocol(slf)
+    fn set_write_buffer_limits(&self, py: Python<'_>, high: usize, low: usize) -> PyResult<()> {
+        self.set_limits(py, high, low)
     }
 
     fn get_write_buffer_limits(&self) -> (usize, usize) {
-        let st = self.st.lock();
-        (st.low_water, st.high_water)
+        self.st.lock().flow.limits()
     }
 
     #[getter]
@@ -899,7 +857,7 @@ impl WritePipeCore {
 
     #[getter]
     fn _protocol_paused(&self) -> bool {
-        self.st.lock().protocol_paused
+        self.st.lock().flow.is_paused()
     }
 
     /// The transport let go of the pipe (end of `_call_connection_lost`):

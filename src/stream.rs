@@ -2,9 +2,10 @@
 //! Unix sockets). It reads straight from the socket into the protocol
 //! (`data_received`, or `get_buffer`/`buffer_updated` for a
 //! `BufferedProtocol`), writes at once when the kernel takes the data and
-//! buffers only the rest, and does flow control (`pause_writing` /
-//! `resume_writing`) and the close / abort / half-close state machine of
-//! asyncio's `_SelectorSocketTransport`, step for step.
+//! buffers only the rest, applies flow control (`pause_writing` /
+//! `resume_writing`; the marks and decisions are src/flow_control.rs's),
+//! and runs the close / abort / half-close state machine of asyncio's
+//! `_SelectorSocketTransport`, step for step.
 //!
 //! The object users see is `ferroloop._transports.SocketTransport`, an
 //! `asyncio.Transport` subclass that owns one `StreamCore`. That Python
@@ -18,23 +19,21 @@
 use std::os::fd::RawFd;
 
 use parking_lot::Mutex;
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::{new_future, CoreLoop};
+use crate::flow_control::{must_propagate, FlowControl, FlowControlled};
 use crate::poller::{READABLE, WRITABLE};
 use crate::syscalls::{
     os_error, recv_into_ptr, send_from_ptr, send_vectored, shutdown_write, with_recv_buf,
 };
 use crate::write_buffer::WriteBuffer;
-
-/// asyncio's default high-water mark (`_FlowControlMixin`).
-pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
 
 /// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
 pub(crate) const LOG_THRESHOLD_FOR_CONNLOST_WRITES: usize = 5;
@@ -54,10 +53,7 @@ struct State {
     paused: bool,
     /// `write_eof()` was called.
     eof: bool,
-    /// `pause_writing()` was called on the protocol.
-    protocol_paused: bool,
-    high_water: usize,
-    low_water: usize,
+    flow: FlowControl,
     /// asyncio's `_empty_waiter`: a future `loop.sendfile` awaits until the
     /// write buffer is empty.
     empty_waiter: Option<Py<PyAny>>,
@@ -68,11 +64,6 @@ pub struct StreamCore {
     loop_: Py<CoreLoop>,
     fd: RawFd,
     st: Mutex<State>,
-}
-
-/// Is `err` one that asyncio lets escape from a transport callback?
-pub(crate) fn must_propagate(py: Python<'_>, err: &PyErr) -> bool {
-    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
 }
 
 fn is_buffered_protocol(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -168,60 +159,6 @@ impl StreamCore {
         };
         transport.call_method1(intern!(py, "_fatal_error"), (err.into_value(py), message))?;
         Ok(())
-    }
-
-    /// Call `protocol.<method>()` for flow control; a failure goes to the
-    /// exception handler, as in asyncio's `_FlowControlMixin`.
-    fn notify_flow(
-        slf: &Bound<'_, Self>,
-        method: &Bound<'_, pyo3::types::PyString>,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let (protocol, transport) = {
-            let st = slf.get().st.lock();
-            match (&st.protocol, &st.transport) {
-                (Some(p), Some(t)) => (p.clone_ref(py), t.clone_ref(py)),
-                _ => return Ok(()),
-            }
-        };
-        let Err(err) = protocol.bind(py).call_method0(method) else {
-            return Ok(());
-        };
-        if must_propagate(py, &err) {
-            return Err(err);
-        }
-        let context = PyDict::new(py);
-        context.set_item("message", format!("protocol.{}() failed", method.to_str()?))?;
-        context.set_item("exception", err.into_value(py))?;
-        context.set_item("transport", transport)?;
-        context.set_item("protocol", protocol)?;
-        slf.get()
-            .loop_
-            .bind(py)
-            .call_method1(intern!(py, "call_exception_handler"), (context,))?;
-        Ok(())
-    }
-
-    fn maybe_pause_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        {
-            let mut st = slf.get().st.lock();
-            if st.out.len() <= st.high_water || st.protocol_paused {
-                return Ok(());
-            }
-            st.protocol_paused = true;
-        }
-        Self::notify_flow(slf, intern!(slf.py(), "pause_writing"))
-    }
-
-    fn maybe_resume_protocol(slf: &Bound<'_, Self>) -> PyResult<()> {
-        {
-            let mut st = slf.get().st.lock();
-            if !st.protocol_paused || st.out.len() > st.low_water {
-                return Ok(());
-            }
-            st.protocol_paused = false;
-        }
-        Self::notify_flow(slf, intern!(slf.py(), "resume_writing"))
     }
 
     fn watch(slf: &Bound<'_, Self>, dir: u32) -> PyResult<()> {
@@ -440,7 +377,28 @@ impl StreamCore {
         if was_empty {
             Self::watch(slf, WRITABLE)?;
         }
-        Self::maybe_pause_protocol(slf)
+        slf.get().maybe_pause_protocol(slf.py())
+    }
+}
+
+impl FlowControlled for StreamCore {
+    fn core_loop(&self) -> &Py<CoreLoop> {
+        &self.loop_
+    }
+
+    #[inline]
+    fn with_flow<R>(&self, f: impl FnOnce(&mut FlowControl, usize) -> R) -> R {
+        let mut st = self.st.lock();
+        let size = st.out.len();
+        f(&mut st.flow, size)
+    }
+
+    fn flow_parties(&self, py: Python<'_>) -> Option<(Py<PyAny>, Py<PyAny>)> {
+        let st = self.st.lock();
+        match (&st.protocol, &st.transport) {
+            (Some(p), Some(t)) => Some((p.clone_ref(py), t.clone_ref(py))),
+            _ => None,
+        }
     }
 }
 
@@ -476,9 +434,7 @@ impl StreamCore {
                 closing: false,
                 paused: false,
                 eof: false,
-                protocol_paused: false,
-                high_water: DEFAULT_HIGH_WATER,
-                low_water: DEFAULT_HIGH_WATER / 4,
+                flow: FlowControl::default(),
                 empty_waiter: None,
             }),
         })
@@ -569,7 +525,7 @@ impl StreamCore {
         match sent {
             Ok(None) => Ok(()),
             Ok(Some(_)) => {
-                Self::maybe_resume_protocol(slf)?; // may write more
+                this.maybe_resume_protocol(py)?; // may write more
                 Self::on_drained(slf)
             }
             Err(e) => {
@@ -816,18 +772,12 @@ impl StreamCore {
 
     /// The marks, already checked and floored by the Python transport
     /// (`ferroloop._transports.write_buffer_limits`, asyncio's rule).
-    fn set_write_buffer_limits(slf: &Bound<'_, Self>, high: usize, low: usize) -> PyResult<()> {
-        {
-            let mut st = slf.get().st.lock();
-            st.high_water = high;
-            st.low_water = low;
-        }
-        Self::maybe_pause_protocol(slf)
+    fn set_write_buffer_limits(&self, py: Python<'_>, high: usize, low: usize) -> PyResult<()> {
+        self.set_limits(py, high, low)
     }
 
     fn get_write_buffer_limits(&self) -> (usize, usize) {
-        let st = self.st.lock();
-        (st.low_water, st.high_water)
+        self.st.lock().flow.limits()
     }
 
     fn _make_empty_waiter<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -890,7 +840,7 @@ impl StreamCore {
 
     #[getter]
     fn _protocol_paused(&self) -> bool {
-        self.st.lock().protocol_paused
+        self.st.lock().flow.is_paused()
     }
 
     #[getter]
