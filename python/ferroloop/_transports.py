@@ -9,6 +9,10 @@ rarely, and what differs between CPython versions: construction, `repr`,
 the socket. Attribute names follow asyncio's `_SelectorSocketTransport`
 (`_sock`, `_sock_fd`, `_server`, `_loop`, `_empty_waiter`, ...), which
 `loop.sendfile`, `loop.start_tls` and asyncio's tests rely on.
+
+`CoreTransport`, `CoreWrites` and `WriteBufferLimits` are what the socket
+and the pipe transports (`ferroloop._unix`) share: the methods and private
+names their cores serve as is, and `_fatal_error`'s report.
 """
 
 from __future__ import annotations
@@ -24,7 +28,14 @@ from asyncio.log import logger
 from . import _ssl
 from ._ferroloop import DatagramCore, StreamCore
 
-__all__ = ["DatagramTransport", "SocketTransport", "TransportFactories", "WriteBufferLimits"]
+__all__ = [
+    "CoreTransport",
+    "CoreWrites",
+    "DatagramTransport",
+    "SocketTransport",
+    "TransportFactories",
+    "WriteBufferLimits",
+]
 
 # 3.13 tracks each client transport of a Server (close_clients); earlier
 # versions only count them.
@@ -71,7 +82,75 @@ class WriteBufferLimits:
         return self._write_buffer_marks
 
 
-class SocketTransport(WriteBufferLimits, transports._FlowControlMixin, transports.Transport):
+class CoreTransport:
+    """What the socket and pipe transports share: the `asyncio` transport
+    methods and private names their native core (`self._core`) serves as
+    is, and `_fatal_error`'s report."""
+
+    def get_protocol(self):
+        return self._core.get_protocol()
+
+    def is_closing(self) -> bool:
+        return self._core.is_closing()
+
+    @property
+    def _protocol(self):
+        return self._core.get_protocol()
+
+    @property
+    def _closing(self) -> bool:
+        return self._core.is_closing()
+
+    def _report_fatal_error(self, loop, exc, message, quiet: bool) -> None:
+        """asyncio's `_fatal_error` report: a debug log if `quiet` (an error
+        that is the connection's fate, not a bug), else the loop's
+        exception handler."""
+        if quiet:
+            if loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+
+
+class CoreWrites(WriteBufferLimits):
+    """The write side served by a native core with a write buffer:
+    `write` / `writelines` (set per instance to the core's own methods),
+    the buffer size and asyncio's private names for it."""
+
+    def write(self, data) -> None:  # replaced per instance by the core's
+        self._core.write(data)
+
+    def writelines(self, list_of_data) -> None:  # replaced per instance
+        self._core.writelines(list_of_data)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self._core.write_eof()
+
+    def get_write_buffer_size(self) -> int:
+        return self._core.get_write_buffer_size()
+
+    @property
+    def _conn_lost(self) -> int:
+        return self._core._conn_lost
+
+    @property
+    def _protocol_paused(self) -> bool:
+        return self._core._protocol_paused
+
+
+class SocketTransport(
+    CoreTransport, CoreWrites, transports._FlowControlMixin, transports.Transport
+):
     """A TCP or Unix stream socket transport.
 
     An `asyncio.transports._FlowControlMixin` as asyncio's own socket
@@ -146,26 +225,11 @@ class SocketTransport(WriteBufferLimits, transports._FlowControlMixin, transport
 
     # -- the asyncio.Transport API, served by the core ------------------
 
-    def write(self, data) -> None:  # replaced per instance by the core's
-        self._core.write(data)
-
-    def writelines(self, list_of_data) -> None:  # replaced per instance
-        self._core.writelines(list_of_data)
-
-    def write_eof(self) -> None:
-        self._core.write_eof()
-
-    def can_write_eof(self) -> bool:
-        return True
-
     def close(self) -> None:
         self._core.close()
 
     def abort(self) -> None:
         self._core.abort()
-
-    def is_closing(self) -> bool:
-        return self._core.is_closing()
 
     def is_reading(self) -> bool:
         return self._core.is_reading()
@@ -184,25 +248,7 @@ class SocketTransport(WriteBufferLimits, transports._FlowControlMixin, transport
         self._core.set_protocol(protocol)
         self._protocol_connected = True
 
-    def get_protocol(self):
-        return self._core.get_protocol()
-
-    def get_write_buffer_size(self) -> int:
-        return self._core.get_write_buffer_size()
-
     # -- asyncio's private names, for its services and tests ------------
-
-    @property
-    def _protocol(self):
-        return self._core.get_protocol()
-
-    @property
-    def _closing(self) -> bool:
-        return self._core.is_closing()
-
-    @property
-    def _conn_lost(self) -> int:
-        return self._core._conn_lost
 
     @property
     def _paused(self) -> bool:
@@ -211,10 +257,6 @@ class SocketTransport(WriteBufferLimits, transports._FlowControlMixin, transport
     @property
     def _eof(self) -> bool:
         return self._core._eof
-
-    @property
-    def _protocol_paused(self) -> bool:
-        return self._core._protocol_paused
 
     @property
     def _empty_waiter(self):
@@ -232,18 +274,8 @@ class SocketTransport(WriteBufferLimits, transports._FlowControlMixin, transport
     def _fatal_error(self, exc, message="Fatal error on transport") -> None:
         # As asyncio: OSErrors (a peer reset, ...) are the connection's
         # fate, not a bug; they are logged in debug mode only.
-        if isinstance(exc, OSError):
-            if self._loop is not None and self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        elif self._loop is not None:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
+        if self._loop is not None:
+            self._report_fatal_error(self._loop, exc, message, isinstance(exc, OSError))
         self._core._force_close(exc)
 
     def _call_connection_lost(self, exc) -> None:

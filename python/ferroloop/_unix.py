@@ -36,7 +36,7 @@ from asyncio import futures, transports, unix_events
 from asyncio.log import logger
 
 from ._ferroloop import ReadPipeCore, WritePipeCore
-from ._transports import WriteBufferLimits
+from ._transports import CoreTransport, CoreWrites
 
 __all__ = ["ReadPipeTransport", "UnixServices", "WritePipeTransport", "can_use_pidfd"]
 
@@ -83,38 +83,27 @@ def _repr(transport, fd: int, event: int) -> str:
     return "<{}>".format(" ".join(info))
 
 
-class ReadPipeTransport(transports.ReadTransport):
-    """The read end of a pipe, a FIFO, a socket or a character device
-    (asyncio's `_UnixReadPipeTransport`, with a native read path)."""
-
-    max_size = 256 * 1024  # what one read() asks for, as in asyncio
+class _PipeTransport(CoreTransport):
+    """What the read and write pipe transports share: construction from a
+    pipe, `__del__`, the protocol, and letting go of the pipe."""
 
     # Read by __del__, which may run on a half-constructed object.
     _pipe = None
 
-    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
-        super().__init__(extra)
+    def _open_pipe(self, loop, pipe, message: str) -> int:
+        """Adopt `pipe` (a pipe, a FIFO, a socket or a character device,
+        else ValueError(message)), non-blocking; its st_mode."""
         self._extra["pipe"] = pipe
         self._loop = loop
         fileno = pipe.fileno()
         mode = os.fstat(fileno).st_mode
         if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
             self._fileno = None
-            raise ValueError("Pipe transport is for pipes/sockets only.")
+            raise ValueError(message)
         self._pipe = pipe
         self._fileno = fileno
         os.set_blocking(fileno, False)
-        core = self._core = ReadPipeCore(loop, fileno, self, protocol)
-
-        loop.call_soon(protocol.connection_made, self)
-        # Only start reading once connection_made() has run.
-        loop.call_soon(core._start_reading)
-        if waiter is not None:
-            # Only wake up the waiter once connection_made() has run.
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
-
-    def __repr__(self) -> str:
-        return _repr(self, self._fileno, selectors.EVENT_READ)
+        return mode
 
     def __del__(self, _warn=warnings.warn) -> None:
         if self._pipe is not None:
@@ -126,66 +115,11 @@ class ReadPipeTransport(transports.ReadTransport):
                 core._detach()
             self._pipe.close()
 
-    def is_reading(self) -> bool:
-        return self._core.is_reading()
-
-    def pause_reading(self) -> None:
-        if self._core.pause_reading() and self._loop.get_debug():
-            logger.debug("%r pauses reading", self)
-
-    def resume_reading(self) -> None:
-        if self._core.resume_reading() and self._loop.get_debug():
-            logger.debug("%r resumes reading", self)
-
     def set_protocol(self, protocol) -> None:
         self._core.set_protocol(protocol)
 
-    def get_protocol(self):
-        return self._core.get_protocol()
-
-    def is_closing(self) -> bool:
-        return self._core.is_closing()
-
-    def close(self) -> None:
-        self._core.close()
-
-    # -- asyncio's private names ----------------------------------------
-
-    @property
-    def _protocol(self):
-        return self._core.get_protocol()
-
-    @property
-    def _closing(self) -> bool:
-        return self._core.is_closing()
-
-    @property
-    def _paused(self) -> bool:
-        return self._core._paused
-
-    def _read_ready(self) -> None:
-        self._core._read_ready()
-
-    def _close(self, exc) -> None:
-        self._core._close(exc)
-
     def _log_closed_by_peer(self) -> None:  # the core calls it in debug mode
         logger.info("%r was closed by peer", self)
-
-    def _fatal_error(self, exc, message="Fatal error on pipe transport") -> None:
-        if isinstance(exc, OSError) and exc.errno == errno.EIO:
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
-        self._core._close(exc)
 
     def _call_connection_lost(self, exc) -> None:
         core = self._core
@@ -201,8 +135,64 @@ class ReadPipeTransport(transports.ReadTransport):
             self._loop = None
 
 
+class ReadPipeTransport(_PipeTransport, transports.ReadTransport):
+    """The read end of a pipe, a FIFO, a socket or a character device
+    (asyncio's `_UnixReadPipeTransport`, with a native read path)."""
+
+    max_size = 256 * 1024  # what one read() asks for, as in asyncio
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        super().__init__(extra)
+        # asyncio's read and write pipe transports word this error apart.
+        self._open_pipe(loop, pipe, "Pipe transport is for pipes/sockets only.")
+        core = self._core = ReadPipeCore(loop, self._fileno, self, protocol)
+
+        loop.call_soon(protocol.connection_made, self)
+        # Only start reading once connection_made() has run.
+        loop.call_soon(core._start_reading)
+        if waiter is not None:
+            # Only wake up the waiter once connection_made() has run.
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self) -> str:
+        return _repr(self, self._fileno, selectors.EVENT_READ)
+
+    def is_reading(self) -> bool:
+        return self._core.is_reading()
+
+    def pause_reading(self) -> None:
+        if self._core.pause_reading() and self._loop.get_debug():
+            logger.debug("%r pauses reading", self)
+
+    def resume_reading(self) -> None:
+        if self._core.resume_reading() and self._loop.get_debug():
+            logger.debug("%r resumes reading", self)
+
+    def close(self) -> None:
+        self._core.close()
+
+    # -- asyncio's private names ----------------------------------------
+
+    @property
+    def _paused(self) -> bool:
+        return self._core._paused
+
+    def _read_ready(self) -> None:
+        self._core._read_ready()
+
+    def _close(self, exc) -> None:
+        self._core._close(exc)
+
+    def _fatal_error(self, exc, message="Fatal error on pipe transport") -> None:
+        # asyncio's read pipe is quiet about EIO only (a pty's closed end);
+        # its write pipe and socket transports about every OSError.
+        quiet = isinstance(exc, OSError) and exc.errno == errno.EIO
+        self._report_fatal_error(self._loop, exc, message, quiet)
+        self._core._close(exc)
+
+
 class WritePipeTransport(
-    WriteBufferLimits, transports._FlowControlMixin, transports.WriteTransport
+    _PipeTransport, CoreWrites, transports._FlowControlMixin, transports.WriteTransport
 ):
     """The write end of a pipe, a FIFO, a socket or a character device
     (asyncio's `_UnixWritePipeTransport`, with native write paths).
@@ -211,26 +201,13 @@ class WritePipeTransport(
     core's.
     """
 
-    # Read by __del__, which may run on a half-constructed object.
-    _pipe = None
-
     def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
         # Not _FlowControlMixin.__init__: the write-buffer limits live in the core.
         transports.BaseTransport.__init__(self, extra)
-        self._extra["pipe"] = pipe
-        self._loop = loop
-        fileno = pipe.fileno()
-        mode = os.fstat(fileno).st_mode
-        is_char = stat.S_ISCHR(mode)
-        is_fifo = stat.S_ISFIFO(mode)
-        is_socket = stat.S_ISSOCK(mode)
-        if not (is_char or is_fifo or is_socket):
-            self._fileno = None
-            raise ValueError("Pipe transport is only for pipes, sockets and character devices")
-        self._pipe = pipe
-        self._fileno = fileno
-        os.set_blocking(fileno, False)
-        core = self._core = WritePipeCore(loop, fileno, self, protocol)
+        mode = self._open_pipe(
+            loop, pipe, "Pipe transport is only for pipes, sockets and character devices"
+        )
+        core = self._core = WritePipeCore(loop, self._fileno, self, protocol)
         # The hot methods are the core's own: no Python frame per call.
         self.write = core.write
         self.writelines = core.writelines
@@ -239,7 +216,8 @@ class WritePipeTransport(
         # The reader trick: the fd of a pipe's (or socket's) write end turns
         # readable when the read end is closed. On AIX it only works for
         # sockets, as in asyncio.
-        if is_socket or (is_fifo and not sys.platform.startswith("aix")):
+        is_fifo = stat.S_ISFIFO(mode)
+        if stat.S_ISSOCK(mode) or (is_fifo and not sys.platform.startswith("aix")):
             # Only start watching once connection_made() has run.
             loop.call_soon(core._start_watching_peer)
         if waiter is not None:
@@ -249,37 +227,6 @@ class WritePipeTransport(
     def __repr__(self) -> str:
         return _repr(self, self._fileno, selectors.EVENT_WRITE)
 
-    def __del__(self, _warn=warnings.warn) -> None:
-        if self._pipe is not None:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            # The core outlives us if a protocol kept `transport.write`: it
-            # must not touch the fd number once the pipe is closed.
-            core = self.__dict__.get("_core")
-            if core is not None:
-                core._detach()
-            self._pipe.close()
-
-    def write(self, data) -> None:  # replaced per instance by the core's
-        self._core.write(data)
-
-    def writelines(self, list_of_data) -> None:  # replaced per instance
-        self._core.writelines(list_of_data)
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        self._core.write_eof()
-
-    def set_protocol(self, protocol) -> None:
-        self._core.set_protocol(protocol)
-
-    def get_protocol(self):
-        return self._core.get_protocol()
-
-    def is_closing(self) -> bool:
-        return self._core.is_closing()
-
     def close(self) -> None:
         # write_eof is all that is needed to close the write pipe.
         self._core.write_eof()
@@ -287,26 +234,7 @@ class WritePipeTransport(
     def abort(self) -> None:
         self._core._close(None)
 
-    def get_write_buffer_size(self) -> int:
-        return self._core.get_write_buffer_size()
-
     # -- asyncio's private names ----------------------------------------
-
-    @property
-    def _protocol(self):
-        return self._core.get_protocol()
-
-    @property
-    def _closing(self) -> bool:
-        return self._core.is_closing()
-
-    @property
-    def _conn_lost(self) -> int:
-        return self._core._conn_lost
-
-    @property
-    def _protocol_paused(self) -> bool:
-        return self._core._protocol_paused
 
     @property
     def _high_water(self) -> int:
@@ -325,36 +253,9 @@ class WritePipeTransport(
     def _close(self, exc=None) -> None:
         self._core._close(exc)
 
-    def _log_closed_by_peer(self) -> None:  # the core calls it in debug mode
-        logger.info("%r was closed by peer", self)
-
     def _fatal_error(self, exc, message="Fatal error on pipe transport") -> None:
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler(
-                {
-                    "message": message,
-                    "exception": exc,
-                    "transport": self,
-                    "protocol": self._protocol,
-                }
-            )
+        self._report_fatal_error(self._loop, exc, message, isinstance(exc, OSError))
         self._core._close(exc)
-
-    def _call_connection_lost(self, exc) -> None:
-        core = self._core
-        try:
-            protocol = core.get_protocol()
-            if protocol is not None:
-                protocol.connection_lost(exc)
-        finally:
-            core._detach()
-            if self._pipe is not None:
-                self._pipe.close()
-                self._pipe = None
-            self._loop = None
 
 
 # -- child processes -------------------------------------------------------
