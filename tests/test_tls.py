@@ -1533,3 +1533,76 @@ def test_ferroloop_tls_protocol_class(any_loop, certs):
         expected = ferroloop._ssl.SSLProtocol
         assert expected is not sslproto.SSLProtocol
     assert client_class is server_class is expected
+
+
+class SmallBufferProtocol(asyncio.BufferedProtocol):
+    """A BufferedProtocol with a 1,000-byte buffer: TLS records are larger,
+    so the buffer fills and the read resumes on a later iteration."""
+
+    def __init__(self, loop):
+        self.buf = bytearray(1000)
+        self.data = bytearray()
+        self.events = []
+        self.updates = 0
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.events.append("made")
+
+    def get_buffer(self, sizehint):
+        return self.buf
+
+    def buffer_updated(self, nbytes):
+        assert 0 < nbytes <= len(self.buf)
+        if not self.events or self.events[-1] != "data":
+            self.events.append("data")
+        self.updates += 1
+        self.data += self.buf[:nbytes]
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost.set_result(exc)
+
+
+def test_buffered_protocol_over_tls(any_loop, certs, handler_calls):
+    """A TLS server whose protocol is a BufferedProtocol gets every byte, in
+    order, through get_buffer/buffer_updated, then eof_received (3.11+) and
+    connection_lost(None) when the client closes."""
+    protocols = []
+
+    async def main():
+        def factory():
+            protocols.append(SmallBufferProtocol(any_loop))
+            return protocols[-1]
+
+        server = await any_loop.create_server(factory, HOST, 0, ssl=certs.server_context())
+        try:
+            port = server.sockets[0].getsockname()[1]
+            tr, _ = await any_loop.create_connection(
+                lambda: Recorder(any_loop), HOST, port, ssl=certs.client_context(),
+                server_hostname="localhost",
+            )  # fmt: skip
+            payload = pattern(150_000)
+            for start in range(0, len(payload), 7_000):
+                tr.write(payload[start : start + 7_000])
+            await wait_until(lambda: protocols and len(protocols[0].data) >= len(payload))
+            tr.close()
+            exc = await asyncio.wait_for(protocols[0].lost, 3)
+            return payload, exc
+        finally:
+            server.close()
+            await asyncio.wait_for(server.wait_closed(), 3)
+
+    payload, exc = run(any_loop, main())
+    proto = protocols[0]
+    assert exc is None
+    assert bytes(proto.data) == payload
+    assert proto.updates >= len(payload) // 1000
+    if NEW_SSLPROTO:
+        assert proto.events == ["made", "data", "eof", "lost"]
+    else:
+        assert proto.events == ["made", "data", "lost"]
+    assert handler_calls == []

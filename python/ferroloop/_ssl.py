@@ -5,7 +5,8 @@
 errors are asyncio's own methods. Only the per-record methods are replaced,
 by versions that take the same steps with fewer Python calls:
 
-- incoming ciphertext (`buffer_updated` -> `_do_read` -> `_do_read__copied`):
+- incoming ciphertext (`buffer_updated` -> `_do_read` -> `_do_read__copied`
+  or `_do_read__buffered`):
   the read loop stops when the incoming BIO is empty (not at EOF) and the
   SSL object holds no decrypted bytes, where asyncio reads once more to get
   `SSLWantReadError` (an exception, with its message formatted, per batch);
@@ -40,6 +41,7 @@ _DO_HANDSHAKE = getattr(_State, "DO_HANDSHAKE", None)
 _AGAIN = getattr(sslproto, "SSLAgainErrors", ())
 _FATAL = "Fatal error on SSL protocol"
 _SSLObject = ssl.SSLObject
+_LAMBDA_DO_READ = sys.version_info < (3, 13)  # 3.13 schedules the bound method
 
 
 # An `ssl.SSLObject`'s read/write/pending only forward to its C object
@@ -113,12 +115,16 @@ class SSLProtocol(sslproto.SSLProtocol):
         incoming.write(self._ssl_buffer_view[:nbytes])
         state = self._state
         if state is _WRAPPED:
-            if self._app_reading_paused or self._app_protocol_is_buffer:
+            if self._app_reading_paused:
                 self._do_read()
                 return
-            # _do_read() of a WRAPPED connection to a non-buffered protocol,
-            # with _do_read__copied() and _process_outgoing() inlined.
+            # _do_read() of a WRAPPED connection; for a non-buffered app
+            # protocol with _do_read__copied() and _process_outgoing() inlined.
             try:
+                if self._app_protocol_is_buffer:
+                    self._do_read__buffered()
+                    self._after_read()
+                    return
                 sslobj = self._sslobj
                 if type(sslobj) is _SSLObject:
                     sslobj = sslobj._sslobj
@@ -146,6 +152,7 @@ class SSLProtocol(sslproto.SSLProtocol):
                     # close_notify
                     self._call_eof_received()
                     self._start_shutdown()
+                # _after_read(), inlined
                 if self._write_backlog:
                     self._do_write()
                 else:
@@ -172,6 +179,20 @@ class SSLProtocol(sslproto.SSLProtocol):
             self._do_flush()
         elif state is _SHUTDOWN:
             self._do_shutdown()
+
+    def _after_read(self):
+        """The end of _do_read() after the app got the data: flush what the
+        SSL object produced, then the reading side's flow control."""
+        if self._write_backlog:
+            self._do_write()
+        else:
+            self._process_outgoing()
+        size = self._incoming.pending
+        if self._ssl_reading_paused:
+            if size <= self._incoming_low_water:
+                self._control_ssl_reading()
+        elif size >= self._incoming_high_water:
+            self._control_ssl_reading()
 
     # Outgoing flow
 
@@ -212,6 +233,44 @@ class SSLProtocol(sslproto.SSLProtocol):
                 self._control_ssl_reading()
         except Exception as ex:  # noqa: BLE001 (asyncio reports any error so)
             self._fatal_error(ex, _FATAL)
+
+    def _do_read__buffered(self):
+        sslobj = self._sslobj
+        if type(sslobj) is _SSLObject:
+            sslobj = sslobj._sslobj
+        incoming = self._incoming
+        offset = 0
+        count = 1
+
+        buf = self._app_protocol_get_buffer(incoming.pending)  # _get_read_buffer_size()
+        wants = len(buf)
+
+        try:
+            count = sslobj.read(wants, buf)
+
+            if count > 0:
+                offset = count
+                while offset < wants:
+                    if not incoming.pending and not incoming.eof and not sslobj.pending():
+                        break  # the next read would raise SSLWantReadError
+                    count = sslobj.read(wants - offset, buf[offset:])
+                    if count > 0:
+                        offset += count
+                    else:
+                        break
+                else:
+                    if _LAMBDA_DO_READ:
+                        self._loop.call_soon(lambda: self._do_read())
+                    else:
+                        self._loop.call_soon(self._do_read)
+        except _AGAIN:
+            pass
+        if offset > 0:
+            self._app_protocol_buffer_updated(offset)
+        if not count:
+            # close_notify
+            self._call_eof_received()
+            self._start_shutdown()
 
     def _do_read__copied(self):
         sslobj = self._sslobj
