@@ -8,7 +8,6 @@
 pub mod datagram;
 pub mod event_loop;
 pub mod fastcall;
-pub mod flow_control;
 pub mod handles;
 pub mod pipe;
 pub mod poller;
@@ -17,6 +16,7 @@ pub mod stats;
 pub mod stream;
 pub mod syscalls;
 pub mod timers;
+pub mod transport_common;
 pub mod write_buffer;
 
 use pyo3::prelude::*;

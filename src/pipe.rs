@@ -6,7 +6,7 @@
 //! per-thread buffer and a `bytes` of the exact size to `data_received`;
 //! `write()` at once, the rest buffered (`WriteBuffer`, large `bytes`
 //! referenced) and sent with one `writev()` when the fd is writable again;
-//! flow control at the high/low marks (src/flow_control.rs);
+//! flow control at the high/low marks (src/transport_common.rs);
 //! `connection_lost` exactly once.
 //!
 //! The objects users see are `ferroloop._unix.ReadPipeTransport` /
@@ -33,10 +33,12 @@ use pyo3::types::{PyBytes, PyTuple, PyWeakrefMethods, PyWeakrefReference};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::CoreLoop;
-use crate::flow_control::{must_propagate, FlowControl, FlowControlled};
 use crate::poller::{READABLE, WRITABLE};
 use crate::stream::{as_bytes_obj, check_write_type, ByteView, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
 use crate::syscalls::{os_error, retry_syscall, with_recv_buf, IOV_MAX, SHARED_RECV_BUF};
+use crate::transport_common::{
+    call_soon, fatal_error, must_propagate, schedule_connection_lost, FlowControl, FlowControlled,
+};
 use crate::write_buffer::WriteBuffer;
 
 fn read_into(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
@@ -80,32 +82,6 @@ fn upgrade(py: Python<'_>, weak: &Option<Py<PyAny>>) -> Option<Py<PyAny>> {
     weak.upgrade().map(Bound::unbind)
 }
 
-/// `loop.call_soon(callback, *args)`.
-fn call_soon(
-    loop_: &Bound<'_, CoreLoop>,
-    callback: Bound<'_, PyAny>,
-    args: Bound<'_, PyTuple>,
-) -> PyResult<()> {
-    CoreLoop::schedule_soon(loop_, callback, args, None, false)?;
-    Ok(())
-}
-
-/// `loop.call_soon(transport._call_connection_lost, exc)`.
-fn schedule_connection_lost(
-    loop_: &Bound<'_, CoreLoop>,
-    transport: Option<Py<PyAny>>,
-    exc: Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let py = loop_.py();
-    let Some(transport) = transport else {
-        return Ok(());
-    };
-    let callback = transport
-        .bind(py)
-        .getattr(intern!(py, "_call_connection_lost"))?;
-    call_soon(loop_, callback, PyTuple::new(py, [exc])?)
-}
-
 /// In debug mode, `transport._log_closed_by_peer()` (asyncio's
 /// "%r was closed by peer" info log).
 fn log_closed_by_peer(loop_: &Bound<'_, CoreLoop>, transport: &Option<Py<PyAny>>) -> PyResult<()> {
@@ -121,25 +97,26 @@ fn log_closed_by_peer(loop_: &Bound<'_, CoreLoop>, transport: &Option<Py<PyAny>>
     Ok(())
 }
 
-/// `transport._fatal_error(exc, message)` (the Python side reports and
-/// closes); `SystemExit` and `KeyboardInterrupt` propagate instead.
-fn fatal_error(
-    py: Python<'_>,
+/// Register `core._read_ready(transport)` / `core._write_ready(transport)`
+/// as the fd's reader / writer; the loop's handle, holding the transport,
+/// keeps it alive while the fd is watched. Nothing if it is gone.
+fn watch_fd(
+    core: &Bound<'_, PyAny>,
+    loop_: &Bound<'_, CoreLoop>,
+    fd: RawFd,
+    dir: u32,
     transport: Option<Py<PyAny>>,
-    err: PyErr,
-    message: &str,
 ) -> PyResult<()> {
-    if must_propagate(py, &err) {
-        return Err(err);
-    }
+    let py = core.py();
     let Some(transport) = transport else {
         return Ok(());
     };
-    transport.call_method1(
-        py,
-        intern!(py, "_fatal_error"),
-        (err.into_value(py), message),
-    )?;
+    let callback = if dir == READABLE {
+        core.getattr(intern!(py, "_read_ready"))?
+    } else {
+        core.getattr(intern!(py, "_write_ready"))?
+    };
+    CoreLoop::watch(loop_, dir, fd, callback, PyTuple::new(py, [transport])?)?;
     Ok(())
 }
 
@@ -167,19 +144,15 @@ impl ReadPipeCore {
     /// Register `_read_ready(transport)` as the fd's reader (nothing if
     /// the transport is gone).
     fn watch(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let Some(transport) = upgrade(py, &slf.get().st.lock().transport) else {
-            return Ok(());
-        };
-        let callback = slf.getattr(intern!(py, "_read_ready"))?;
-        CoreLoop::watch(
-            slf.get().loop_.bind(py),
+        let this = slf.get();
+        let transport = upgrade(slf.py(), &this.st.lock().transport);
+        watch_fd(
+            slf.as_any(),
+            this.loop_.bind(slf.py()),
+            this.fd,
             READABLE,
-            slf.get().fd,
-            callback,
-            PyTuple::new(py, [transport])?,
-        )?;
-        Ok(())
+            transport,
+        )
     }
 
     fn unwatch(&self, py: Python<'_>) -> PyResult<()> {
@@ -436,23 +409,15 @@ impl WritePipeCore {
     /// Register `_read_ready(transport)` / `_write_ready(transport)` as
     /// the fd's reader / writer (nothing if the transport is gone).
     fn watch(slf: &Bound<'_, Self>, dir: u32) -> PyResult<()> {
-        let py = slf.py();
-        let Some(transport) = slf.get().transport(py) else {
-            return Ok(());
-        };
-        let callback = if dir == READABLE {
-            slf.getattr(intern!(py, "_read_ready"))?
-        } else {
-            slf.getattr(intern!(py, "_write_ready"))?
-        };
-        CoreLoop::watch(
-            slf.get().loop_.bind(py),
+        let this = slf.get();
+        let transport = this.transport(slf.py());
+        watch_fd(
+            slf.as_any(),
+            this.loop_.bind(slf.py()),
+            this.fd,
             dir,
-            slf.get().fd,
-            callback,
-            PyTuple::new(py, [transport])?,
-        )?;
-        Ok(())
+            transport,
+        )
     }
 
     fn unwatch(&self, py: Python<'_>, dir: u32) -> PyResult<()> {
@@ -694,18 +659,10 @@ impl WritePipeCore {
                 drop(st);
                 return this.unwatch(py, WRITABLE);
             }
-            let mut iov = Vec::new();
-            st.out.iovecs(py, &mut iov);
-            let written = write_vectored(this.fd, &iov);
+            let written = st.out.send_with(py, |iov| write_vectored(this.fd, iov));
             match written {
-                Ok(Some(n)) => {
-                    st.out.consume(py, n);
-                    this.loop_.get().record_bytes_written(n);
-                }
-                Err(_) => {
-                    st.out.clear();
-                    st.conn_lost += 1;
-                }
+                Ok(Some(n)) => this.loop_.get().record_bytes_written(n),
+                Err(_) => st.conn_lost += 1,
                 Ok(None) => {}
             }
             written

@@ -3,7 +3,7 @@
 //! (`data_received`, or `get_buffer`/`buffer_updated` for a
 //! `BufferedProtocol`), writes at once when the kernel takes the data and
 //! buffers only the rest, applies flow control (`pause_writing` /
-//! `resume_writing`; the marks and decisions are src/flow_control.rs's),
+//! `resume_writing`; the marks and decisions are src/transport_common.rs's),
 //! and runs the close / abort / half-close state machine of asyncio's
 //! `_SelectorSocketTransport`, step for step.
 //!
@@ -28,11 +28,11 @@ use pyo3::types::{PyBytes, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::{new_future, CoreLoop};
-use crate::flow_control::{must_propagate, FlowControl, FlowControlled};
 use crate::poller::{READABLE, WRITABLE};
 use crate::syscalls::{
     os_error, recv_into_ptr, send_from_ptr, send_vectored, shutdown_write, with_recv_buf,
 };
+use crate::transport_common::{fatal_error, schedule_connection_lost, FlowControl, FlowControlled};
 use crate::write_buffer::WriteBuffer;
 
 /// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
@@ -138,27 +138,19 @@ pub(crate) fn check_write_type(data: &Bound<'_, PyAny>) -> PyResult<()> {
 }
 
 impl StreamCore {
-    fn transport<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
-        self.st
-            .lock()
-            .transport
-            .as_ref()
-            .map(|t| t.bind(py).clone())
-    }
-
     /// asyncio's `_fatal_error`: report (through the Python transport,
     /// which knows each version's rules) and force-close. `SystemExit` and
     /// `KeyboardInterrupt` propagate instead.
     fn fatal_error(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
         let py = slf.py();
-        if must_propagate(py, &err) {
-            return Err(err);
-        }
-        let Some(transport) = slf.get().transport(py) else {
-            return Ok(());
-        };
-        transport.call_method1(intern!(py, "_fatal_error"), (err.into_value(py), message))?;
-        Ok(())
+        let transport = slf
+            .get()
+            .st
+            .lock()
+            .transport
+            .as_ref()
+            .map(|t| t.clone_ref(py));
+        fatal_error(py, transport, err, message)
     }
 
     fn watch(slf: &Bound<'_, Self>, dir: u32) -> PyResult<()> {
@@ -175,24 +167,6 @@ impl StreamCore {
 
     fn unwatch(&self, py: Python<'_>, dir: u32) -> PyResult<()> {
         self.loop_.bind(py).get().unwatch_if_open(self.fd, dir)?;
-        Ok(())
-    }
-
-    /// `loop.call_soon(transport._call_connection_lost, exc)`.
-    fn schedule_connection_lost(
-        slf: &Bound<'_, Self>,
-        transport: Option<Py<PyAny>>,
-        exc: Bound<'_, PyAny>,
-    ) -> PyResult<()> {
-        let py = slf.py();
-        let Some(transport) = transport else {
-            return Ok(());
-        };
-        let callback = transport
-            .bind(py)
-            .getattr(intern!(py, "_call_connection_lost"))?;
-        let args = PyTuple::new(py, [exc])?;
-        CoreLoop::schedule_soon(slf.get().loop_.bind(py), callback, args, None, false)?;
         Ok(())
     }
 
@@ -511,14 +485,9 @@ impl StreamCore {
                 drop(st);
                 return this.unwatch(py, WRITABLE);
             }
-            let mut iov = Vec::new();
-            st.out.iovecs(py, &mut iov);
-            let sent = send_vectored(this.fd, &iov);
+            let sent = st.out.send_with(py, |iov| send_vectored(this.fd, iov));
             if let Ok(Some(n)) = sent {
-                st.out.consume(py, n);
                 this.loop_.get().record_bytes_written(n);
-            } else if sent.is_err() {
-                st.out.clear();
             }
             sent
         };
@@ -688,7 +657,7 @@ impl StreamCore {
         this.unwatch(py, READABLE)?;
         if let Some(transport) = lost {
             this.unwatch(py, WRITABLE)?;
-            Self::schedule_connection_lost(slf, transport, py.None().into_bound(py))?;
+            schedule_connection_lost(this.loop_.bind(py), transport, py.None().into_bound(py))?;
         }
         Ok(())
     }
@@ -723,7 +692,7 @@ impl StreamCore {
         if !was_closing {
             this.unwatch(py, READABLE)?;
         }
-        Self::schedule_connection_lost(slf, transport, exc)
+        schedule_connection_lost(this.loop_.bind(py), transport, exc)
     }
 
     fn is_closing(&self) -> bool {

@@ -1,5 +1,6 @@
-//! `WriteBuffer`: what a stream transport accepted in `write()` but the
-//! kernel has not taken yet, sent with one `sendmsg` over all of it.
+//! `WriteBuffer`: what a stream or pipe transport accepted in `write()` but
+//! the kernel has not taken yet, sent with one vectored call over all of it
+//! (`sendmsg` for a socket, `writev` for a pipe).
 //!
 //! Large `bytes` objects are referenced, not copied (they are immutable):
 //! an echo of 100 KiB messages that the kernel takes in parts costs no
@@ -100,9 +101,28 @@ impl WriteBuffer {
         });
     }
 
+    /// One vectored `send` (`sendmsg`, `writev`) of the pending bytes:
+    /// what it took is dropped; after an error, everything is (asyncio
+    /// clears its buffer). Returns what `send` did.
+    pub(crate) fn send_with(
+        &mut self,
+        py: Python<'_>,
+        send: impl FnOnce(&[libc::iovec]) -> std::io::Result<Option<usize>>,
+    ) -> std::io::Result<Option<usize>> {
+        let mut iov = Vec::new();
+        self.iovecs(py, &mut iov);
+        let sent = send(&iov);
+        match sent {
+            Ok(Some(n)) => self.consume(py, n),
+            Err(_) => self.clear(),
+            Ok(None) => {}
+        }
+        sent
+    }
+
     /// The pending bytes as iovecs (at most IOV_MAX), valid while `self`
     /// is neither changed nor dropped.
-    pub(crate) fn iovecs(&self, py: Python<'_>, out: &mut Vec<libc::iovec>) {
+    fn iovecs(&self, py: Python<'_>, out: &mut Vec<libc::iovec>) {
         out.clear();
         out.extend(self.chunks.iter().take(IOV_MAX).map(|c| {
             let b = c.bytes(py);
@@ -114,7 +134,7 @@ impl WriteBuffer {
     }
 
     /// Drop the first `n` bytes (sent).
-    pub(crate) fn consume(&mut self, py: Python<'_>, mut n: usize) {
+    fn consume(&mut self, py: Python<'_>, mut n: usize) {
         self.len -= n;
         while n > 0 {
             let Some(front) = self.chunks.front_mut() else {

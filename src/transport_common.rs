@@ -1,9 +1,13 @@
-//! Write flow control shared by the stream and pipe transports' cores
-//! (src/stream.rs, src/pipe.rs): the high/low marks, the "protocol is
-//! paused" flag and asyncio's pause/resume decisions
-//! (`transports._FlowControlMixin`), the `pause_writing()` /
-//! `resume_writing()` calls themselves, and the report of a protocol
-//! callback that raised (`loop.call_exception_handler`).
+//! What the stream and pipe transports' cores (src/stream.rs, src/pipe.rs)
+//! share:
+//! - write flow control: the high/low marks, the "protocol is paused" flag
+//!   and asyncio's pause/resume decisions (`transports._FlowControlMixin`),
+//!   the `pause_writing()` / `resume_writing()` calls themselves;
+//! - the error rules of a protocol callback: which exceptions escape
+//!   (`must_propagate`), the report of one that raised
+//!   (`loop.call_exception_handler`);
+//! - their calls into the Python transport: `_fatal_error` and scheduling
+//!   `_call_connection_lost`.
 //!
 //! A core says where its marks and buffer are and who its protocol and
 //! transport are (`FlowControlled`); the decisions are taken here, under
@@ -12,7 +16,7 @@
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::event_loop::CoreLoop;
 
@@ -154,4 +158,54 @@ pub(crate) fn report_callback_failure(
     context.set_item("protocol", protocol)?;
     loop_.call_method1(intern!(py, "call_exception_handler"), (context,))?;
     Ok(())
+}
+
+/// `transport._fatal_error(exc, message)` (the Python side reports, by
+/// its version's rules, and closes); `SystemExit` and `KeyboardInterrupt`
+/// propagate instead.
+pub(crate) fn fatal_error(
+    py: Python<'_>,
+    transport: Option<Py<PyAny>>,
+    err: PyErr,
+    message: &str,
+) -> PyResult<()> {
+    if must_propagate(py, &err) {
+        return Err(err);
+    }
+    let Some(transport) = transport else {
+        return Ok(());
+    };
+    transport.call_method1(
+        py,
+        intern!(py, "_fatal_error"),
+        (err.into_value(py), message),
+    )?;
+    Ok(())
+}
+
+/// `loop.call_soon(callback, *args)`.
+pub(crate) fn call_soon(
+    loop_: &Bound<'_, CoreLoop>,
+    callback: Bound<'_, PyAny>,
+    args: Bound<'_, PyTuple>,
+) -> PyResult<()> {
+    CoreLoop::schedule_soon(loop_, callback, args, None, false)?;
+    Ok(())
+}
+
+/// `loop.call_soon(transport._call_connection_lost, exc)` (nothing if the
+/// transport is gone).
+pub(crate) fn schedule_connection_lost(
+    loop_: &Bound<'_, CoreLoop>,
+    transport: Option<Py<PyAny>>,
+    exc: Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = loop_.py();
+    let Some(transport) = transport else {
+        return Ok(());
+    };
+    let callback = transport
+        .bind(py)
+        .getattr(intern!(py, "_call_connection_lost"))?;
+    call_soon(loop_, callback, PyTuple::new(py, [exc])?)
 }
