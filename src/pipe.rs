@@ -34,10 +34,11 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::CoreLoop;
 use crate::poller::{READABLE, WRITABLE};
-use crate::stream::{as_bytes_obj, check_write_type, ByteView, LOG_THRESHOLD_FOR_CONNLOST_WRITES};
+use crate::stream::{as_bytes_obj, check_write_type, ByteView};
 use crate::syscalls::{os_error, retry_syscall, with_recv_buf, IOV_MAX, SHARED_RECV_BUF};
 use crate::transport_common::{
-    call_soon, fatal_error, must_propagate, schedule_connection_lost, FlowControl, FlowControlled,
+    call_soon, count_lost_write, fatal_error, must_propagate, schedule_connection_lost,
+    warn_lost_write, FlowControl, FlowControlled,
 };
 use crate::write_buffer::WriteBuffer;
 
@@ -427,6 +428,8 @@ impl WritePipeCore {
 
     /// asyncio's checks before a write, in its order. Ok(false): drop the
     /// data (empty, or the pipe is closing or lost).
+    /// Not StreamCore's: asyncio's pipe drops writes once closing, its
+    /// socket raises after `write_eof()` or during `sendfile`.
     fn check_writable(&self, py: Python<'_>, empty: bool) -> PyResult<bool> {
         if empty {
             return Ok(false);
@@ -436,14 +439,12 @@ impl WritePipeCore {
             if st.conn_lost == 0 && !st.closing {
                 return Ok(true);
             }
-            let warn = st.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
-            st.conn_lost += 1;
-            warn
+            count_lost_write(&mut st.conn_lost)
         };
         if warn {
-            py.import("asyncio.log")?.getattr("logger")?.call_method1(
-                "warning",
-                ("pipe closed by peer or os.write(pipe, data) raised exception.",),
+            warn_lost_write(
+                py,
+                "pipe closed by peer or os.write(pipe, data) raised exception.",
             )?;
         }
         Ok(false)

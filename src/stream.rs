@@ -32,11 +32,11 @@ use crate::poller::{READABLE, WRITABLE};
 use crate::syscalls::{
     os_error, recv_into_ptr, send_from_ptr, send_vectored, shutdown_write, with_recv_buf,
 };
-use crate::transport_common::{fatal_error, schedule_connection_lost, FlowControl, FlowControlled};
+use crate::transport_common::{
+    count_lost_write, fatal_error, schedule_connection_lost, warn_lost_write, FlowControl,
+    FlowControlled,
+};
 use crate::write_buffer::WriteBuffer;
-
-/// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
-pub(crate) const LOG_THRESHOLD_FOR_CONNLOST_WRITES: usize = 5;
 
 struct State {
     /// The Python `SocketTransport` that owns this core (for callbacks and
@@ -322,13 +322,10 @@ impl StreamCore {
             if st.conn_lost == 0 {
                 return Ok(true);
             }
-            st.conn_lost += 1;
-            st.conn_lost > LOG_THRESHOLD_FOR_CONNLOST_WRITES
+            count_lost_write(&mut st.conn_lost)
         };
         if warn {
-            py.import("asyncio.log")?
-                .getattr("logger")?
-                .call_method1("warning", ("socket.send() raised exception.",))?;
+            warn_lost_write(py, "socket.send() raised exception.")?;
         }
         Ok(false)
     }

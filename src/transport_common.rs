@@ -7,7 +7,9 @@
 //!   (`must_propagate`), the report of one that raised
 //!   (`loop.call_exception_handler`);
 //! - their calls into the Python transport: `_fatal_error` and scheduling
-//!   `_call_connection_lost`.
+//!   `_call_connection_lost`;
+//! - the count of writes after the connection was lost, and asyncio's
+//!   warning past its threshold.
 //!
 //! A core says where its marks and buffer are and who its protocol and
 //! transport are (`FlowControlled`); the decisions are taken here, under
@@ -22,6 +24,9 @@ use crate::event_loop::CoreLoop;
 
 /// asyncio's default high-water mark (`_FlowControlMixin`).
 pub(crate) const DEFAULT_HIGH_WATER: usize = 64 * 1024;
+
+/// asyncio's `constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES`.
+const LOG_THRESHOLD_FOR_CONNLOST_WRITES: usize = 5;
 
 /// Is `err` one that asyncio lets escape from a transport callback?
 pub(crate) fn must_propagate(py: Python<'_>, err: &PyErr) -> bool {
@@ -208,4 +213,21 @@ pub(crate) fn schedule_connection_lost(
         .bind(py)
         .getattr(intern!(py, "_call_connection_lost"))?;
     call_soon(loop_, callback, PyTuple::new(py, [exc])?)
+}
+
+/// A write after the connection was lost: count it in `conn_lost`; true
+/// once there were more than asyncio's threshold (then, with the core's
+/// lock released, `warn_lost_write`).
+pub(crate) fn count_lost_write(conn_lost: &mut usize) -> bool {
+    *conn_lost += 1;
+    *conn_lost > LOG_THRESHOLD_FOR_CONNLOST_WRITES
+}
+
+/// asyncio's `logger.warning(message)` about writes after the connection
+/// was lost (its socket and pipe transports word it apart).
+pub(crate) fn warn_lost_write(py: Python<'_>, message: &str) -> PyResult<()> {
+    py.import("asyncio.log")?
+        .getattr("logger")?
+        .call_method1("warning", (message,))?;
+    Ok(())
 }
