@@ -1351,20 +1351,26 @@ def test_large_transfer_streams_drain(any_loop, certs, handler_calls):
 # --- churn ------------------------------------------------------------------------
 
 CHURN_WARMUP = 300
-CHURN_CONNECTIONS = 2000
+# ferroloop: the 10,000 connections issue #5 asks for; stock asyncio, the
+# reference that the test's expectations hold, needs fewer to show it.
+CHURN_CONNECTIONS = {"ferroloop": 10_000, "asyncio": 2_000}
 CHURN_BATCH = 50
-# Measured growth over the 2,000 connections (2 cores, CPython 3.10-3.13t,
+# Measured growth over 2,000 connections (2 cores, CPython 3.10-3.13t,
 # either loop): under 0.5 MiB. On 3.11+ a leaked SSLProtocol alone holds a
-# 256 KiB read buffer, so 10 MiB still catches a per-connection leak of one.
+# 256 KiB read buffer, and 10 MiB over 10,000 connections is ~1 KiB each:
+# a leak of any Python object per connection (a transport, a protocol,
+# its dict) goes over it.
 CHURN_RSS_BOUND = 10 * MB
 
 
 def test_churn_no_fd_or_memory_left(any_loop, certs, handler_calls):
-    """2,000 TLS connections, 50 at a time: each opened, one echo, closed
+    """10,000 TLS connections (2,000 on the reference), 50 at a time: each opened, one echo, closed
     by the client with close_notify, both ends' connection_lost seen. No fd
     is left and RSS grows by less than CHURN_RSS_BOUND past a warm-up."""
     server_ctx = certs.server_context()
     client_ctx = certs.client_context()
+    kind = "ferroloop" if is_ferroloop(any_loop) else "asyncio"
+    connections = CHURN_CONNECTIONS[kind]
 
     async def main():
         live = {"server": 0, "server_lost": 0, "errors": []}
@@ -1407,7 +1413,7 @@ def test_churn_no_fd_or_memory_left(any_loop, certs, handler_calls):
             gc.collect()
             fds, rss = open_fd_count(), rss_bytes()
             t0 = any_loop.time()
-            await churn(CHURN_CONNECTIONS)
+            await churn(connections)
             elapsed = any_loop.time() - t0
             gc.collect()
             await asyncio.sleep(0.05)
@@ -1417,13 +1423,12 @@ def test_churn_no_fd_or_memory_left(any_loop, certs, handler_calls):
             server.close()
             await asyncio.wait_for(server.wait_closed(), 5)
 
-    fds0, fds1, rss0, rss1, elapsed, live = run(any_loop, main(), timeout=60)
-    kind = "ferroloop" if is_ferroloop(any_loop) else "asyncio"
+    fds0, fds1, rss0, rss1, elapsed, live = run(any_loop, main(), timeout=180)
     print(
-        f"\n{kind}: {CHURN_CONNECTIONS} TLS connections in {elapsed:.2f}s, "
+        f"\n{kind}: {connections} TLS connections in {elapsed:.2f}s, "
         f"RSS {rss0 / MB:.1f} -> {rss1 / MB:.1f} MiB, fds {fds0} -> {fds1}"
     )
-    assert live["server_lost"] == CHURN_WARMUP + CHURN_CONNECTIONS
+    assert live["server_lost"] == CHURN_WARMUP + connections
     assert live["errors"] == []
     assert fds1 == fds0
     assert rss1 - rss0 < CHURN_RSS_BOUND
