@@ -100,6 +100,10 @@ async def sigterm_main():
 
 def main() -> int:
     kind, mode = sys.argv[1], sys.argv[2]
+    # As in an interactive Python: a test run started in the background
+    # (`nohup`, `cmd &`) passes SIGINT down ignored, and Python then leaves
+    # it ignored instead of raising KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if mode == "sigterm":
         coro = sigterm_main()
     else:
