@@ -18,7 +18,7 @@ use mio::event::Event;
 use mio::{Events, Interest, Poll, Registry, Token};
 
 use echo_bench::cpu;
-use echo_bench::net::{Endpoint, Stream};
+use echo_bench::net::{retry_later, Endpoint, Stream};
 use echo_bench::stats::Report;
 
 pub struct Config {
@@ -202,15 +202,6 @@ impl Conn {
             self.writable_interest = blocked;
         }
         Ok(())
-    }
-}
-
-/// Ok(None) when the call would block or was interrupted: try on a later event.
-fn retry_later(result: io::Result<usize>) -> io::Result<Option<usize>> {
-    match result {
-        Ok(n) => Ok(Some(n)),
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => Ok(None),
-        Err(e) => Err(e),
     }
 }
 

@@ -1,7 +1,7 @@
 //! TCP or Unix-domain endpoints, listeners and non-blocking streams for mio.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
@@ -243,5 +243,14 @@ impl Source for Listener {
             Listener::Tcp(l) => l.deregister(r),
             Listener::Unix(l) => l.deregister(r),
         }
+    }
+}
+
+/// Ok(None) when the call would block or was interrupted: try on a later event.
+pub fn retry_later(result: io::Result<usize>) -> io::Result<Option<usize>> {
+    match result {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => Ok(None),
+        Err(e) => Err(e),
     }
 }
