@@ -272,6 +272,13 @@ def listening_socket():
     return lsock
 
 
+def raw_tls_client(loop, sock, certs):
+    """The client side of a hand-driven TLS connection to the test server."""
+    return RawTLS(
+        loop, sock, certs.client_context(), server_side=False, server_hostname="localhost"
+    )
+
+
 async def connected_raw_socket(loop, port):
     sock = socket.socket()
     sock.setblocking(False)
@@ -936,13 +943,7 @@ def test_peer_eof_in_the_middle_of_a_record(any_loop, certs, handler_calls):
         try:
             sock = await connected_raw_socket(any_loop, srv.port)
             with sock:
-                peer = RawTLS(
-                    any_loop,
-                    sock,
-                    certs.client_context(),
-                    server_side=False,
-                    server_hostname="localhost",
-                )
+                peer = raw_tls_client(any_loop, sock, certs)
                 await peer.handshake()
                 whole = peer.records(b"a whole record")
                 half = peer.records(b"a record cut in two")
@@ -1085,13 +1086,7 @@ def test_client_goes_away_during_handshake(any_loop, certs, handler_calls, how):
         srv = await Server(any_loop).start(certs.server_context())
         try:
             sock = await connected_raw_socket(any_loop, srv.port)
-            peer = RawTLS(
-                any_loop,
-                sock,
-                certs.client_context(),
-                server_side=False,
-                server_hostname="localhost",
-            )
+            peer = raw_tls_client(any_loop, sock, certs)
             with pytest.raises(ssl.SSLWantReadError):
                 peer.obj.do_handshake()
             await peer.flush()  # the ClientHello
@@ -1450,13 +1445,7 @@ def test_records_and_close_notify_in_one_read(any_loop, certs, handler_calls):
         try:
             sock = await connected_raw_socket(any_loop, srv.port)
             with sock:
-                peer = RawTLS(
-                    any_loop,
-                    sock,
-                    certs.client_context(),
-                    server_side=False,
-                    server_hostname="localhost",
-                )
+                peer = raw_tls_client(any_loop, sock, certs)
                 await peer.handshake()
                 payload = pattern(sum(sizes))
                 wire, offset = b"", 0
