@@ -102,6 +102,10 @@ struct RunScratch {
     /// Cancelled timers popped with the due ones, released unlocked.
     dead: Vec<Py<Handle>>,
     last_poll: f64,
+    /// The last iteration polled and got I/O: what its I/O callbacks
+    /// scheduled (a task woken by `data_received`) runs next without polling
+    /// again first, as libuv runs its ready queue before each poll.
+    after_io: bool,
     /// When the last batch started (NaN before the first of this run: its
     /// lag counts 0).
     batch_start: f64,
@@ -506,8 +510,15 @@ impl CoreLoop {
         };
         // Busy: the poll does not block.
         let busy = timeout == Some(Duration::ZERO);
-        let skip_poll =
-            busy && !st.watches_program_fds() && now - rs.last_poll < BUSY_POLL_INTERVAL;
+        // Skip a zero-timeout poll (see BUSY_POLL_INTERVAL) right after one
+        // that found I/O: the kernel was asked one batch ago, and asyncio
+        // would poll here only to find the answer unchanged most of the time.
+        // The next iteration polls again, so I/O waits at most one batch
+        // longer; a stopping loop always polls, as asyncio's last iteration does.
+        let after_io = std::mem::take(&mut rs.after_io);
+        let skip_poll = busy
+            && ((after_io && !this.stopping.load(Ordering::Relaxed))
+                || (!st.watches_program_fds() && now - rs.last_poll < BUSY_POLL_INTERVAL));
         let timers;
         if skip_poll {
             // Busy and nothing of the program's to poll: one lock does it all.
@@ -533,7 +544,10 @@ impl CoreLoop {
                 r
             };
             match polled {
-                Ok(()) => this.queue_io(py, &mut rs.ready_fds)?,
+                Ok(()) => {
+                    rs.after_io = !rs.ready_fds.is_empty();
+                    this.queue_io(py, &mut rs.ready_fds)?
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => py.check_signals()?,
                 Err(e) => return Err(e.into()),
             }
@@ -968,6 +982,7 @@ impl CoreLoop {
             ready_fds: Vec::with_capacity(64),
             dead: Vec::new(),
             last_poll: f64::NEG_INFINITY,
+            after_io: false,
             batch_start: f64::NAN,
             uncounted: false,
         };

@@ -17,6 +17,7 @@
 //! callbacks call back into `write`, `pause_reading`, `close`, ...).
 
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
@@ -30,7 +31,8 @@ use pyo3::{PyTraverseError, PyVisit};
 use crate::event_loop::{new_future, CoreLoop};
 use crate::poller::{READABLE, WRITABLE};
 use crate::syscalls::{
-    os_error, recv_into_ptr, send_from_ptr, send_vectored, shutdown_write, with_recv_buf,
+    bytes_queued, os_error, recv_into_ptr, recv_new_bytes, send_from_ptr, send_vectored,
+    shutdown_write, with_recv_buf, DIRECT_READ_MIN, SHARED_RECV_BUF,
 };
 use crate::transport_common::{
     count_lost_write, fatal_error, schedule_connection_lost, warn_lost_write, FlowControl,
@@ -64,6 +66,8 @@ pub struct StreamCore {
     loop_: Py<CoreLoop>,
     fd: RawFd,
     st: Mutex<State>,
+    /// The last `data_received` read was at least `DIRECT_READ_MIN` bytes.
+    large_reads: AtomicBool,
 }
 
 fn is_buffered_protocol(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -173,10 +177,22 @@ impl StreamCore {
     fn read_data(slf: &Bound<'_, Self>, protocol: &Bound<'_, PyAny>) -> PyResult<()> {
         let py = slf.py();
         let fd = slf.get().fd;
-        let received = with_recv_buf(|buf| {
-            recv_into_ptr(fd, buf.as_mut_ptr(), buf.len())
-                .map(|got| got.map(|n| PyBytes::new(py, &buf[..n])))
-        });
+        // A connection whose last read was large (bulk transfer) asks how
+        // much is queued and, when that is large too, receives straight
+        // into the `bytes` it hands to the protocol.
+        let queued = if slf.get().large_reads.load(Ordering::Relaxed) {
+            bytes_queued(fd)
+        } else {
+            0
+        };
+        let received = if queued >= DIRECT_READ_MIN {
+            recv_new_bytes(py, fd, queued.min(SHARED_RECV_BUF))?
+        } else {
+            with_recv_buf(|buf| {
+                recv_into_ptr(fd, buf.as_mut_ptr(), buf.len())
+                    .map(|got| got.map(|n| PyBytes::new(py, &buf[..n])))
+            })
+        };
         let data = match received {
             Ok(Some(data)) => data,
             Ok(None) => return Ok(()),
@@ -191,6 +207,9 @@ impl StreamCore {
         if data.as_bytes().is_empty() {
             return Self::on_eof(slf, protocol);
         }
+        slf.get()
+            .large_reads
+            .store(data.as_bytes().len() >= DIRECT_READ_MIN, Ordering::Relaxed);
         slf.get()
             .loop_
             .get()
@@ -396,6 +415,7 @@ impl StreamCore {
         Ok(StreamCore {
             loop_: loop_.clone().unbind(),
             fd,
+            large_reads: AtomicBool::new(false),
             st: Mutex::new(State {
                 transport: Some(transport),
                 buffered: is_buffered_protocol(protocol)?,

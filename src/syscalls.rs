@@ -10,6 +10,7 @@ use std::os::fd::RawFd;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 /// Reads of up to this size go through one reusable per-thread buffer and
 /// are copied into a `bytes` of the exact length (a 256 KiB `recv` of a
@@ -53,6 +54,59 @@ pub(crate) fn retry_syscall(mut f: impl FnMut() -> isize) -> io::Result<Option<u
 pub(crate) fn recv_into_ptr(fd: RawFd, ptr: *mut u8, len: usize) -> io::Result<Option<usize>> {
     // SAFETY: the caller guarantees `ptr` is writable for `len` bytes.
     retry_syscall(|| unsafe { libc::recv(fd, ptr.cast(), len, 0) })
+}
+
+/// Reads at least this large skip the shared buffer: the transport asks the
+/// kernel how much is queued (`FIONREAD`) and receives straight into a
+/// `bytes` of that size. Above this size the saved copy costs more than the
+/// extra syscall; below it the copy is cheaper.
+pub(crate) const DIRECT_READ_MIN: usize = 32 * 1024;
+
+extern "C" {
+    // In every CPython's C API (not in PyO3's bindings): shrink a `bytes`
+    // object nothing else references yet.
+    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> i32;
+}
+
+/// Bytes queued in a socket's (or pipe's) receive buffer: `FIONREAD`.
+pub(crate) fn bytes_queued(fd: RawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } < 0 {
+        return 0;
+    }
+    n.max(0) as usize
+}
+
+/// `recv` of up to `len` bytes into a new `bytes` object of that size,
+/// shrunk to what arrived (no copy through the shared buffer).
+pub(crate) fn recv_new_bytes<'py>(
+    py: Python<'py>,
+    fd: RawFd,
+    len: usize,
+) -> PyResult<io::Result<Option<Bound<'py, PyBytes>>>> {
+    // SAFETY: a NULL source gives an uninitialised `bytes` of `len` bytes,
+    // owned here alone until it is returned: it may be filled and resized.
+    unsafe {
+        let mut obj = ffi::PyBytes_FromStringAndSize(std::ptr::null(), len as ffi::Py_ssize_t);
+        if obj.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        let got = match recv_into_ptr(fd, ffi::PyBytes_AsString(obj).cast(), len) {
+            Ok(Some(got)) => got,
+            other => {
+                ffi::Py_DECREF(obj);
+                return Ok(other.map(|_| None));
+            }
+        };
+        if got < len && _PyBytes_Resize(&mut obj, got as ffi::Py_ssize_t) < 0 {
+            // (On failure the object is freed and `obj` set to NULL.)
+            return Err(PyErr::fetch(py));
+        }
+        Ok(Ok(Some(
+            Bound::from_owned_ptr(py, obj).cast_into_unchecked(),
+        )))
+    }
 }
 
 /// `send` without SIGPIPE: a closed peer is an `EPIPE` error, as in Python.

@@ -236,6 +236,53 @@ def test_ferroloop_survives_an_fd_number_reused_without_remove_reader(loop):
         d.close()
 
 
+def test_io_that_arrives_during_a_busy_loop_is_seen_within_two_iterations(any_loop):
+    """A busy loop (call_soon chain) still polls: data that becomes readable
+    while it spins reaches its reader within two iterations. (asyncio polls
+    every iteration; ferroloop skips the zero-timeout poll right after one
+    that found I/O, so its bound is one iteration longer.)"""
+    loop = any_loop
+    pairs = [socket.socketpair() for _ in range(2)]
+    for a, b in pairs:
+        a.setblocking(False)
+        b.setblocking(False)
+    (first, first_peer), (second, second_peer) = pairs
+    tick = 0
+    seen = {}
+
+    def spin():
+        nonlocal tick
+        tick += 1
+        if tick > 50:
+            loop.stop()
+        else:
+            loop.call_soon(spin)
+
+    def on_first():
+        seen["first"] = tick
+        loop.remove_reader(first)
+        first.recv(10)
+        second_peer.send(b"y")  # readable from the next iteration's poll on
+
+    def on_second():
+        seen["second"] = tick
+        loop.remove_reader(second)
+        loop.stop()
+
+    try:
+        loop.add_reader(first, on_first)
+        loop.add_reader(second, on_second)
+        loop.call_soon(spin)
+        first_peer.send(b"x")
+        run_forever_with_watchdog(loop)
+        assert "second" in seen, seen
+        assert 1 <= seen["second"] - seen["first"] <= 2, seen
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
 def test_reader_and_writer_on_a_pipe(any_loop, pipe):
     r, w = pipe
     got = []

@@ -332,6 +332,29 @@ def test_eof_with_nothing_else_from_a_raw_peer(any_loop):
     run(any_loop, main())
 
 
+def test_bulk_then_small_reads_arrive_whole_and_in_order(any_loop):
+    """Large reads (which ferroloop receives straight into the bytes it
+    passes on) and small ones (through its shared buffer), mixed: every
+    chunk is a bytes object and nothing is lost, doubled or reordered."""
+    sizes = [3 * MB, 100, 70_000, 1, 2 * MB, 5, 40_000]
+    messages = [pattern(n, seed=i) for i, n in enumerate(sizes)]
+
+    async def main():
+        async with raw_peer(any_loop, lambda: Recorder(any_loop)) as (_tr, client, peer):
+            sent = 0
+            for message in messages:
+                await any_loop.sock_sendall(peer, message)
+                sent += len(message)
+                await wait_until(lambda: len(client.data) >= sent)  # noqa: B023
+            assert client.data == b"".join(messages)
+            peer.shutdown(socket.SHUT_WR)
+            await client.lost
+            assert client.data_types == {bytes}
+            assert client.events == ["made", "data", "eof", "lost"]
+
+    run(any_loop, main(), timeout=20)
+
+
 # --- write --------------------------------------------------------------------
 
 
