@@ -743,6 +743,7 @@ impl CoreLoop {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        crate::syscalls::tune_malloc_for_large_messages();
         Ok(CoreLoop {
             self_ref: PyOnceLock::new(),
             task_factory: Mutex::new(None),
