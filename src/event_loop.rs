@@ -521,7 +521,7 @@ impl CoreLoop {
                 || (!st.watches_program_fds() && now - rs.last_poll < BUSY_POLL_INTERVAL));
         let timers;
         if skip_poll {
-            // Busy and nothing of the program's to poll: one lock does it all.
+            // Busy, and no poll due: one lock does it all.
             timers = this.take_batch(&mut st, now, &mut rs.batch, &mut rs.dead);
             drop(st);
             purged.into_iter().for_each(release);

@@ -58,8 +58,8 @@ pub(crate) fn recv_into_ptr(fd: RawFd, ptr: *mut u8, len: usize) -> io::Result<O
 
 /// Reads at least this large skip the shared buffer: the transport asks the
 /// kernel how much is queued (`FIONREAD`) and receives straight into a
-/// `bytes` of that size. Above this size the saved copy costs more than the
-/// extra syscall; below it the copy is cheaper.
+/// `bytes` of that size. Above this size the copy saved is worth more than
+/// the extra syscall; below it copying is cheaper.
 pub(crate) const DIRECT_READ_MIN: usize = 32 * 1024;
 
 extern "C" {
@@ -72,9 +72,9 @@ extern "C" {
 /// returning the heap top to the kernel after every large message and
 /// faulting it back in for the next. With glibc's defaults (mmap above
 /// 128 KiB, trim when 128 KiB at the top are free), 100 KiB requests through
-/// asyncio's streams took 8-15 minor page faults each, a fifth of the
-/// server's time; with blocks up to 1 MiB served from the heap and trimming
-/// past 4 MiB free, none. (glibc's own dynamic thresholds get there only by
+/// asyncio's streams took 8-15 minor page faults each in the echo
+/// benchmark's server; with blocks up to 1 MiB served from the heap and
+/// trimming past 4 MiB free, none. (glibc's own dynamic thresholds get there only by
 /// chance, after freeing an mmapped block.) Skipped when the user tuned
 /// malloc (`MALLOC_*_` variables, `glibc.malloc` tunables) or set
 /// `FERROLOOP_MALLOC_TUNING=0`.
