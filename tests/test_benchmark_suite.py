@@ -95,7 +95,9 @@ def test_summary_figures():
             cpu = 0.5  # cores: CPU per request = 0.5 / rate
             record = {"line": line.label, "loop": loop_name, "rps": rate, "server_cpu": cpu}
             results.append(record)
-        results.append({"line": line.ceiling_label, "loop": "ceiling", "rps": 250.0})
+        results.append(
+            {"line": line.ceiling_label, "loop": "ceiling", "rps": 250.0, "server_cpu": 0.5}
+        )
     summary = suite.summarize(results, ["uvloop", "ferroloop"], plan)
     assert summary["geomean"] == pytest.approx(math.sqrt(2.0 * 0.5))
     assert summary["below_1"] == [["http/httptools c16", 0.5]]
@@ -104,7 +106,41 @@ def test_summary_figures():
     assert summary["server_cpu_per_request"] == [pytest.approx(1.0), 2]
     table = suite.format_table(summary, ["uvloop", "ferroloop"])
     assert "2.00x" in table and "0.50x" in table and "80%" in table
-    assert "not met" in suite.format_headline(summary, ["uvloop", "ferroloop"])
+    headline = suite.format_headline(summary, ["uvloop", "ferroloop"])
+    assert "not met" in headline
+    # CPU per request on the goal line: ceiling 0.5/250, ferroloop 0.5/200, uvloop 0.5/100
+    assert "ceiling 2000.0 us; uvloop 5000.0 us (40%), ferroloop 2500.0 us (80%)" in headline
+
+
+def test_disturbed_runs_are_measured_again_and_the_least_disturbed_counts(monkeypatch):
+    """A run during which the hypervisor stole CPU is repeated (any loop, the
+    ceiling too); the summary uses the attempt with the least stolen."""
+    line = next(x for x in suite.make_plan(True, with_tls=False) if x.label == suite.GOAL_LINE)
+    steals = {"ceiling": [0.5, 0.0], "ferroloop": [0.3, 0.2, 0.25]}  # per attempt
+    calls = []
+
+    def fake_measure(name, spec, settings):
+        steal = steals[name][sum(1 for x in calls if x == name)]
+        calls.append(name)
+        return {"rps": 1000 * (1 + steal), "steal": steal, "other_cpu": 0.0, "cpu_busy": [1, 1]}
+
+    monkeypatch.setattr(suite, "echo_measure", fake_measure)
+    monkeypatch.setattr(suite, "progress", lambda text: None)
+    runner = suite.Runner(["ferroloop"], [line], 1, None, None, "rust", 10, retries=2)
+    runner.run()
+    assert calls == ["ceiling", "ceiling", "ferroloop", "ferroloop", "ferroloop"]
+    assert runner.reruns == 3
+    kept = [x for x in runner.results if not x.get("discarded")]
+    assert [(x["loop"], x["steal"]) for x in kept] == [("ceiling", 0.0), ("ferroloop", 0.2)]
+    summary = suite.summarize(runner.results, ["ferroloop"], [line])
+    (entry,) = summary["lines"]
+    assert entry["loops"]["ferroloop"]["median"] == pytest.approx(1200)
+    assert entry["ceiling"]["median"] == pytest.approx(1000)
+
+    calls.clear()
+    runner = suite.Runner(["ferroloop"], [line], 1, None, None, "rust", 10, retries=0)
+    runner.run()
+    assert calls == ["ceiling", "ferroloop"] and runner.reruns == 0
 
 
 def test_suite_end_to_end_internals(tmp_path):

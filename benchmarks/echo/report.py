@@ -31,7 +31,7 @@ def si(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _taken(run: dict) -> float:
+def taken(run: dict) -> float:
     """Cores that other processes and the hypervisor took during one measurement."""
     return run.get("other_cpu", 0) + run.get("steal", 0)
 
@@ -47,7 +47,7 @@ def cell(runs: list[dict]) -> dict:
     }
     if rates:
         out.update(median=statistics.median(rates), min=min(rates), max=max(rates))
-    out["disturbed"] = sum(_taken(run) > DISTURBED for run in runs)
+    out["disturbed"] = sum(taken(run) > DISTURBED for run in runs)
     for side in CPU_FIGURES:
         values = [run[side] for run in runs if side in run]
         if values:
@@ -182,12 +182,12 @@ def cpu_legend(pinned: bool) -> str:
 
 def disturbance(results: list[dict]) -> str:
     """A warning when other processes or the hypervisor took CPU during the runs."""
-    taken = [_taken(run) for run in results if "cpu_busy" in run]
-    if not taken or statistics.median(taken) <= DISTURBED:
+    cores = [taken(run) for run in results if "cpu_busy" in run]
+    if not cores or statistics.median(cores) <= DISTURBED:
         return ""
-    disturbed = sum(x > DISTURBED for x in taken)
+    disturbed = sum(x > DISTURBED for x in cores)
     return (
-        f"WARNING: other processes or the hypervisor took {statistics.median(taken):.2f} "
-        f"cores (median; max {max(taken):.2f}) from the measurements, over {DISTURBED} in "
-        f"{disturbed} of {len(taken)}: the figures are disturbed, rerun on a quiet machine."
+        f"WARNING: other processes or the hypervisor took {statistics.median(cores):.2f} "
+        f"cores (median; max {max(cores):.2f}) from the measurements, over {DISTURBED} in "
+        f"{disturbed} of {len(cores)}: the figures are disturbed, rerun on a quiet machine."
     )
