@@ -41,9 +41,11 @@ import contextlib
 import gc
 import hashlib
 import os
+import re
 import socket
 import ssl
 import struct
+import subprocess
 import sys
 
 import pytest
@@ -1356,12 +1358,35 @@ CHURN_BATCH = 50
 # a leak of any Python object per connection (a transport, a protocol,
 # its dict) goes over it.
 CHURN_RSS_BOUND = 10 * MB
+# Set in the child process that runs the churn itself (see below).
+CHURN_CHILD = "FERROLOOP_TEST_CHURN_CHILD"
 
 
-def test_churn_no_fd_or_memory_left(any_loop, certs, handler_calls):
+def test_churn_no_fd_or_memory_left(any_loop, certs, handler_calls, request):
     """10,000 TLS connections (2,000 on the reference), 50 at a time: each opened, one echo, closed
     by the client with close_notify, both ends' connection_lost seen. No fd
-    is left and RSS grows by less than CHURN_RSS_BOUND past a warm-up."""
+    is left and RSS grows by less than CHURN_RSS_BOUND past a warm-up.
+
+    It runs in a fresh pytest process: at the end of a whole test session
+    (150 MiB of RSS on 3.13t, heaps shaped by a thousand earlier tests) the
+    same churn grew RSS by 3 to 14 MiB from one run to the next without
+    anything left alive, and by under 0.5 MiB in a fresh process."""
+    if os.environ.get(CHURN_CHILD) != "1":
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider"]
+            + [f"{__file__}::{request.node.name}"],
+            env={**os.environ, CHURN_CHILD: "1"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        print(proc.stdout[-3000:])
+        assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+        if re.search(r"\b1 skipped\b", proc.stdout):
+            pytest.skip(f"skipped in the child process: {proc.stdout[-500:]}")
+        assert re.search(r"\b1 passed\b", proc.stdout), proc.stdout[-3000:]
+        return
     server_ctx = certs.server_context()
     client_ctx = certs.client_context()
     kind = "ferroloop" if is_ferroloop(any_loop) else "asyncio"
