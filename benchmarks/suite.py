@@ -489,9 +489,8 @@ def format_headline(summary: dict, loops: list[str]) -> str:
         )
         text = f"{GOAL_LINE}: {REFERENCE} at "
         text += f"{share[REFERENCE]:.0%}" if REFERENCE in share else "n/a"
-        text += (
-            f" of the ceiling ({si(goal['ceiling']['median'])} req/s; goal >= {GOAL_CEILING:.0%}"
-        )
+        ceiling_rate = si(goal["ceiling"]["median"])
+        text += f" of the ceiling (the ceiling: {ceiling_rate} req/s; goal >= {GOAL_CEILING:.0%}"
         if REFERENCE in share:
             text += ": " + ("met" if share[REFERENCE] >= GOAL_CEILING else "not met")
         out.append(text + f"); {others}")
