@@ -187,8 +187,9 @@ class Runner:
         self.http_client, self.timeout = http_client, timeout
         self.retries = retries
         self.results: list[dict] = []
+        # Disturbed attempts that a later, less disturbed one replaced.
+        self.discarded: list[dict] = []
         self.done = 0
-        self.reruns = 0
         ceilings = {line.ceiling_label for line in plan if line.shape}
         self.total = rounds * (len(plan) * len(loops) + len(ceilings))
         self.started = time.perf_counter()
@@ -223,8 +224,8 @@ class Runner:
 
         A run during which other processes or the hypervisor took more than
         `DISTURBED` cores is repeated, up to `retries` times, whichever loop it
-        was; the least disturbed attempt counts and the others stay in the raw
-        results marked `discarded`."""
+        was; the least disturbed attempt counts and the others go to
+        `discarded`."""
         label = line.ceiling_label if name == CEILING else line.label
         attempts = []
         for attempt in range(self.retries + 1):
@@ -237,14 +238,13 @@ class Runner:
             taken = echo_report.taken(outcome)
             if "error" in outcome or taken <= echo_report.DISTURBED or attempt == self.retries:
                 break
-            self.reruns += 1
             progress(f"  {label} on {name}: others took {taken:.2f} cores, measuring again")
         kept = min(attempts, key=echo_report.taken)
-        for outcome in attempts:
-            if outcome is not kept:
-                self.results.append(
-                    {"round": r, "line": label, "loop": name, "discarded": True, **outcome}
-                )
+        self.discarded += [
+            {"round": r, "line": label, "loop": name, **outcome}
+            for outcome in attempts
+            if outcome is not kept
+        ]
         self._record(r, label, name, position, kept, "rps")
 
     def _record(self, r, label, loop_name, position, outcome, rate_key) -> None:
@@ -292,11 +292,7 @@ def internals_cell(runs: list[dict]) -> dict:
 
 def summarize(results: list[dict], loops: list[str], plan: list[Line]) -> dict:
     def runs(label, loop_name):
-        return [
-            x
-            for x in results
-            if x["line"] == label and x["loop"] == loop_name and not x.get("discarded")
-        ]
+        return [x for x in results if x["line"] == label and x["loop"] == loop_name]
 
     lines = []
     for line in plan:
@@ -830,11 +826,10 @@ def main(argv=None) -> int:
     text = failures(summary)
     if text:
         print("\n" + text)
-    kept = [x for x in runner.results if "cpu_busy" in x and not x.get("discarded")]
-    warning = echo_report.disturbance(kept)
-    if runner.reruns:
+    warning = echo_report.disturbance(runner.results)
+    if runner.discarded:
         print(
-            f"\n{runner.reruns} disturbed run(s) measured again (--retries {args.retries}); "
+            f"\n{len(runner.discarded)} disturbed run(s) measured again (--retries {args.retries}); "
             "the least disturbed attempt of each counts"
         )
     notes = [state_note(f"{when} the run", env[f"machine_{when}"]) for when in ("before", "after")]
@@ -852,6 +847,7 @@ def main(argv=None) -> int:
                     "environment": env,
                     "plan": [line.label for line in plan],
                     "results": runner.results,
+                    "discarded": runner.discarded,
                     "summary": summary,
                 },
                 out,
