@@ -491,7 +491,9 @@ def format_headline(summary: dict, loops: list[str]) -> str:
             text += ": " + ("met" if share[REFERENCE] >= GOAL_CEILING else "not met")
         out.append(text + f"); {others}")
         out.append(bottleneck(goal))
-        out.append(efficiency(goal))
+        per_request = efficiency(goal)
+        if per_request:  # (none without the ceiling's CPU figures)
+            out.append(per_request)
     return "\n".join(out)
 
 
