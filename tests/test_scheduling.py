@@ -7,6 +7,7 @@ import asyncio
 import contextvars
 import gc
 import re
+import socket
 import sys
 import threading
 import time
@@ -322,6 +323,46 @@ def test_time_is_monotonic_clock(any_loop):
     b = time.monotonic()
     assert a - 0.01 <= t <= b + 0.01
     assert any_loop.time() >= t
+
+
+# --- callbacks and I/O --------------------------------------------------------
+
+
+def test_callbacks_scheduled_before_a_poll_run_before_the_io_it_finds(any_loop):
+    """asyncio polls, then runs what was scheduled before the poll, then the
+    I/O callbacks the poll found, even when the data was there all along.
+    Protocols rely on it: here connection_made starts a task that arms the
+    future data_received completes, and the client's bytes are in the socket
+    before the server accepts. A loop that polls right after running what was
+    ready (libuv's place for the poll) calls data_received before that task's
+    first step, and it fails on `None.set_result`."""
+    errors = []
+    any_loop.set_exception_handler(lambda _loop, context: errors.append(context))
+
+    class Server(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            self.waiter = None
+            any_loop.create_task(self.answer())
+
+        def data_received(self, data):
+            self.waiter.set_result(data)
+
+        async def answer(self):
+            self.waiter = any_loop.create_future()
+            self.transport.write(await self.waiter)
+
+    async def main():
+        server = await any_loop.create_server(Server, "127.0.0.1", 0)
+        with socket.create_connection(server.sockets[0].getsockname()) as sock:
+            sock.sendall(b"ping")  # before the loop accepts
+            sock.setblocking(False)
+            answer = await asyncio.wait_for(any_loop.sock_recv(sock, 10), 10)
+        server.close()
+        return answer
+
+    assert any_loop.run_until_complete(main()) == b"ping"
+    assert errors == []
 
 
 # --- call_soon_threadsafe ----------------------------------------------------
