@@ -39,6 +39,31 @@ def registered_fds(loop: asyncio.AbstractEventLoop) -> set[int]:
     return set(loop._selector.get_map())
 
 
+def answering_task_protocol(loop: asyncio.AbstractEventLoop) -> type[asyncio.Protocol]:
+    """A server protocol that answers from a task, as asyncio's streams do:
+    `connection_made` starts the task, which arms the future that
+    `data_received` completes and echoes each message, until b"end"."""
+
+    class AnsweringTask(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+            self.waiter = None
+            loop.create_task(self.answer())
+
+        def data_received(self, data):
+            self.waiter.set_result(data)
+
+        async def answer(self):
+            while True:
+                self.waiter = loop.create_future()
+                data = await self.waiter
+                self.transport.write(data)
+                if data == b"end":
+                    return
+
+    return AnsweringTask
+
+
 def run_forever_with_watchdog(loop: asyncio.AbstractEventLoop, timeout: float = 10.0) -> None:
     """run_forever, with a timer that stops the loop and fails the test if
     the test's own stop condition never arrives."""

@@ -17,6 +17,7 @@ import ferroloop
 import pytest
 from support import (
     ARGS_SHOWN_WITHOUT_DEBUG,
+    answering_task_protocol,
     is_ferroloop,
     make_loop,
     run_forever_with_watchdog,
@@ -339,29 +340,16 @@ def test_callbacks_scheduled_before_a_poll_run_before_the_io_it_finds(any_loop):
     errors = []
     any_loop.set_exception_handler(lambda _loop, context: errors.append(context))
 
-    class Server(asyncio.Protocol):
-        def connection_made(self, transport):
-            self.transport = transport
-            self.waiter = None
-            any_loop.create_task(self.answer())
-
-        def data_received(self, data):
-            self.waiter.set_result(data)
-
-        async def answer(self):
-            self.waiter = any_loop.create_future()
-            self.transport.write(await self.waiter)
-
     async def main():
-        server = await any_loop.create_server(Server, "127.0.0.1", 0)
+        server = await any_loop.create_server(answering_task_protocol(any_loop), "127.0.0.1", 0)
         with socket.create_connection(server.sockets[0].getsockname()) as sock:
-            sock.sendall(b"ping")  # before the loop accepts
+            sock.sendall(b"end")  # before the loop accepts
             sock.setblocking(False)
             answer = await asyncio.wait_for(any_loop.sock_recv(sock, 10), 10)
         server.close()
         return answer
 
-    assert any_loop.run_until_complete(main()) == b"ping"
+    assert any_loop.run_until_complete(main()) == b"end"
     assert errors == []
 
 

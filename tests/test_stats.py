@@ -21,6 +21,7 @@ import warnings
 import ferroloop
 import pytest
 from ferroloop import LagStats, LoopStats
+from support import answering_task_protocol
 
 THRESHOLD = 0.020
 WATCHDOG = "ferroloop-slow-callback-watchdog"
@@ -652,23 +653,6 @@ def test_a_task_woken_by_data_received_runs_without_polling_again(loop):
     trip, where polling every iteration would take two."""
     rounds = 300
 
-    class Server(asyncio.Protocol):
-        def connection_made(self, transport):
-            self.transport = transport
-            self.waiter = None
-            loop.create_task(self.answer())
-
-        def data_received(self, data):
-            self.waiter.set_result(data)
-
-        async def answer(self):
-            while True:
-                self.waiter = loop.create_future()
-                data = await self.waiter
-                self.transport.write(data)
-                if data == b"end":
-                    return
-
     def client(port):
         with socket.create_connection(("127.0.0.1", port)) as sock:
             for _ in range(rounds):
@@ -678,7 +662,7 @@ def test_a_task_woken_by_data_received_runs_without_polling_again(loop):
             assert sock.recv(10) == b"end"
 
     async def main():
-        server = await loop.create_server(Server, "127.0.0.1", 0)
+        server = await loop.create_server(answering_task_protocol(loop), "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         await asyncio.sleep(0)
         loop.reset_stats()
