@@ -53,7 +53,7 @@ import cpustat  # (benchmarks/echo)
 import httpload  # (benchmarks/http)
 import loop_internals  # (benchmarks)
 import report as echo_report  # (benchmarks/echo)
-from measure import CEILING, SERVERS, Settings, build_rust
+from measure import CEILING, SERVERS, Settings, build_rust, taskset_possible
 from measure import Workload as EchoWorkload
 from measure import measure as echo_measure
 from servers import MODES as ECHO_MODES
@@ -682,10 +682,6 @@ def state_note(when: str, state: dict) -> str | None:
         f"note: {when}, other processes kept {state['busy_cores']:.2f} cores busy and the "
         f"hypervisor stole {state['steal_cores']:.2f}: expect noisy figures"
     )
-
-
-def taskset_possible() -> bool:
-    return shutil.which("taskset") is not None and {0, 1} <= os.sched_getaffinity(0)
 
 
 def parse_args(argv=None) -> argparse.Namespace:

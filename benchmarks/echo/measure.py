@@ -121,6 +121,11 @@ def _where(settings: Settings) -> list[str]:
     return ["--addr", "127.0.0.1:0"]
 
 
+def taskset_possible() -> bool:
+    """Can servers be pinned to CPU 0 and clients to CPU 1 (`taskset`)?"""
+    return shutil.which("taskset") is not None and {0, 1} <= os.sched_getaffinity(0)
+
+
 def pin(settings: Settings, cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if settings.taskset else []
 

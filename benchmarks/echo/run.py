@@ -24,15 +24,13 @@ import importlib.metadata
 import importlib.util
 import itertools
 import json
-import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
 import time
 
-from measure import CEILING, Settings, Workload, build_rust, measure
+from measure import CEILING, Settings, Workload, build_rust, measure, taskset_possible
 from report import (
     cpu_legend,
     disturbance,
@@ -214,7 +212,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.warmup = 0.2 if args.quick else 0.5
     if args.rounds < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("need --rounds >= 1, --duration > 0, --warmup >= 0")
-    if args.taskset and (shutil.which("taskset") is None or not {0, 1} <= os.sched_getaffinity(0)):
+    if args.taskset and not taskset_possible():
         parser.error("--taskset needs the taskset command and CPUs 0 and 1")
     return args
 

@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "echo"))
 import server  # http/server.py
-from measure import BIN_DIR, build_rust  # echo/measure.py
+from measure import BIN_DIR, build_rust, taskset_possible  # echo/measure.py
 
 
 def count_waits(loop_name: str, connections: int, seconds: float) -> dict:
@@ -49,7 +49,7 @@ def count_waits(loop_name: str, connections: int, seconds: float) -> dict:
         loop.run_until_complete(server.MODES["aiohttp"](loop, listener))
         client = [str(BIN_DIR / "http-client"), "--addr", address]
         client += ["--concurrency", str(connections), "--duration", str(seconds)]
-        if two_cpus():
+        if taskset_possible():
             client = ["taskset", "-c", "1", *client]
 
         async def load():
@@ -66,10 +66,6 @@ def count_waits(loop_name: str, connections: int, seconds: float) -> dict:
     return {"rps": result["rps"], **counts}
 
 
-def two_cpus() -> bool:
-    return hasattr(os, "sched_getaffinity") and {0, 1} <= os.sched_getaffinity(0)
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--loops", default="asyncio,uvloop,ferroloop")
@@ -81,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     build_rust()
-    if two_cpus():
+    if taskset_possible():
         os.sched_setaffinity(0, {0})
     print(f"{'loop':<10} {'conns':>5} {'req/s':>8}  start() waiting")
     for connections in [int(c) for c in args.concurrency.split(",")]:
