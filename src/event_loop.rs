@@ -345,23 +345,26 @@ impl CoreLoop {
         fd: &Bound<'_, PyAny>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        Self::watch(slf, dir, fileobj_to_fd(fd)?, callback, args)
+        Self::watch(slf, dir, fileobj_to_fd(fd)?, callback, args, context)
     }
 
-    /// Call `callback(*args)` whenever `fd` is ready in direction `dir`,
-    /// replacing (and cancelling) any callback it had there.
+    /// Call `callback(*args)` whenever `fd` is ready in direction `dir`
+    /// (in `context`, or a copy of the current one), replacing (and
+    /// cancelling) any callback it had there.
     pub(crate) fn watch(
         slf: &Bound<'_, Self>,
         dir: u32,
         fd: RawFd,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let this = slf.get();
         this.check_closed()?;
-        let handle = Self::new_queued_handle(slf, callback, args, None)?;
+        let handle = Self::new_queued_handle(slf, callback, args, context)?;
         let old = this.set_fd_handle(fd, dir, Some(handle.clone_ref(py)))?;
         if let Some(old) = old {
             old.get().set_cancelled();
@@ -864,22 +867,27 @@ impl CoreLoop {
     }
 
     /// `asyncio.Task(coro, loop=self, name=name, context=context)` straight
-    /// from Rust; a task factory or debug mode takes asyncio's own Python
-    /// path (`_create_task_py`), which knows each version's details.
-    #[pyo3(signature = (coro, *, name=None, context=None))]
+    /// from Rust; a task factory, debug mode or other keyword arguments
+    /// (3.14's `eager_start=`, ...) take asyncio's own Python path
+    /// (`_create_task_py`), which knows each version's details and errors.
+    #[pyo3(signature = (coro, *, name=None, context=None, **task_kwargs))]
     fn create_task<'py>(
         slf: &Bound<'py, Self>,
         coro: &Bound<'py, PyAny>,
         name: Option<&Bound<'py, PyAny>>,
         context: Option<&Bound<'py, PyAny>>,
+        task_kwargs: Option<Bound<'py, pyo3::types::PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.get();
         this.check_closed()?;
         let name = name.filter(|n| !n.is_none());
         let context = context.filter(|c| !c.is_none());
-        if this.task_factory.lock().is_some() || this.debug.load(Ordering::Relaxed) {
-            let kwargs = pyo3::types::PyDict::new(py);
+        if task_kwargs.is_some()
+            || this.task_factory.lock().is_some()
+            || this.debug.load(Ordering::Relaxed)
+        {
+            let kwargs = task_kwargs.unwrap_or_else(|| pyo3::types::PyDict::new(py));
             if let Some(n) = name {
                 kwargs.set_item("name", n)?;
             }
@@ -939,25 +947,28 @@ impl CoreLoop {
     }
 
     /// Register `callback(*args)` to run whenever `fd` is readable; returns
-    /// the Handle (asyncio's selector loop contract).
-    #[pyo3(signature = (fd, callback, *args))]
+    /// the Handle (asyncio's selector loop contract). `context` is 3.15's
+    /// (a transport's callbacks run in its creator's context).
+    #[pyo3(signature = (fd, callback, *args, context=None))]
     fn _add_reader(
         slf: &Bound<'_, Self>,
         fd: &Bound<'_, PyAny>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        Self::add_fd_callback(slf, READABLE, fd, callback, args)
+        Self::add_fd_callback(slf, READABLE, fd, callback, args, context)
     }
 
-    #[pyo3(signature = (fd, callback, *args))]
+    #[pyo3(signature = (fd, callback, *args, context=None))]
     fn _add_writer(
         slf: &Bound<'_, Self>,
         fd: &Bound<'_, PyAny>,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        Self::add_fd_callback(slf, WRITABLE, fd, callback, args)
+        Self::add_fd_callback(slf, WRITABLE, fd, callback, args, context)
     }
 
     fn _remove_reader(&self, fd: &Bound<'_, PyAny>) -> PyResult<bool> {

@@ -117,7 +117,14 @@ fn watch_fd(
     } else {
         core.getattr(intern!(py, "_write_ready"))?
     };
-    CoreLoop::watch(loop_, dir, fd, callback, PyTuple::new(py, [transport])?)?;
+    CoreLoop::watch(
+        loop_,
+        dir,
+        fd,
+        callback,
+        PyTuple::new(py, [transport])?,
+        None,
+    )?;
     Ok(())
 }
 
@@ -184,9 +191,9 @@ impl ReadPipeCore {
         this.unwatch(py)?;
         if let Some(protocol) = protocol {
             let eof_received = protocol.bind(py).getattr(intern!(py, "eof_received"))?;
-            call_soon(loop_, eof_received, PyTuple::empty(py))?;
+            call_soon(loop_, eof_received, PyTuple::empty(py), None)?;
         }
-        schedule_connection_lost(loop_, lost_transport, py.None().into_bound(py))
+        schedule_connection_lost(loop_, lost_transport, py.None().into_bound(py), None)
     }
 }
 
@@ -348,7 +355,7 @@ impl ReadPipeCore {
             }
         };
         this.unwatch(py)?;
-        schedule_connection_lost(this.loop_.bind(py), transport, exc)
+        schedule_connection_lost(this.loop_.bind(py), transport, exc, None)
     }
 
     fn set_protocol(&self, protocol: Py<PyAny>) {
@@ -752,7 +759,12 @@ impl WritePipeCore {
             upgrade(py, &st.transport)
         };
         self.unwatch(py, READABLE)?;
-        schedule_connection_lost(self.loop_.bind(py), transport, py.None().into_bound(py))
+        schedule_connection_lost(
+            self.loop_.bind(py),
+            transport,
+            py.None().into_bound(py),
+            None,
+        )
     }
 
     /// Close now, dropping buffered data; `connection_lost(exc)` is
@@ -778,7 +790,7 @@ impl WritePipeCore {
         }
         this.unwatch(py, READABLE)?;
         let exc = exc.unwrap_or_else(|| py.None().into_bound(py));
-        schedule_connection_lost(this.loop_.bind(py), transport, exc)
+        schedule_connection_lost(this.loop_.bind(py), transport, exc, None)
     }
 
     fn is_closing(&self) -> bool {

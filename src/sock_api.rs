@@ -126,6 +126,7 @@ impl SockWaiter {
             &fd.into_pyobject(py)?.into_any(),
             waiter.bind(py).clone().into_any(),
             PyTuple::empty(py),
+            None,
         )?;
         Ok(waiter)
     }

@@ -68,6 +68,10 @@ pub struct StreamCore {
     st: Mutex<State>,
     /// The last `data_received` read was at least `DIRECT_READ_MIN` bytes.
     large_reads: AtomicBool,
+    /// The `contextvars.Context` the protocol's callbacks run in (3.15's
+    /// `context=`: the creator's); None: a copy of the current context at
+    /// each scheduling, as asyncio before 3.15.
+    context: Option<Py<PyAny>>,
 }
 
 fn is_buffered_protocol(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -164,8 +168,16 @@ impl StreamCore {
         } else {
             slf.getattr(intern!(py, "_write_ready"))?
         };
-        let loop_ = slf.get().loop_.bind(py);
-        CoreLoop::watch(loop_, dir, slf.get().fd, callback, PyTuple::empty(py))?;
+        let this = slf.get();
+        let context = this.context.as_ref().map(|c| c.bind(py).clone());
+        CoreLoop::watch(
+            this.loop_.bind(py),
+            dir,
+            this.fd,
+            callback,
+            PyTuple::empty(py),
+            context,
+        )?;
         Ok(())
     }
 
@@ -406,16 +418,19 @@ pub(crate) fn as_bytes_obj<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bo
 #[pymethods]
 impl StreamCore {
     #[new]
+    #[pyo3(signature = (loop_, fd, transport, protocol, context=None))]
     fn new(
         loop_: &Bound<'_, CoreLoop>,
         fd: RawFd,
         transport: Py<PyAny>,
         protocol: &Bound<'_, PyAny>,
+        context: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         Ok(StreamCore {
             loop_: loop_.clone().unbind(),
             fd,
             large_reads: AtomicBool::new(false),
+            context: context.filter(|c| !c.is_none(loop_.py())),
             st: Mutex::new(State {
                 transport: Some(transport),
                 buffered: is_buffered_protocol(protocol)?,
@@ -433,6 +448,7 @@ impl StreamCore {
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.loop_)?;
+        visit.call(&self.context)?;
         // Never block in the GC; a core in use elsewhere is skipped.
         if let Some(st) = self.st.try_lock() {
             visit.call(&st.transport)?;
@@ -674,7 +690,12 @@ impl StreamCore {
         this.unwatch(py, READABLE)?;
         if let Some(transport) = lost {
             this.unwatch(py, WRITABLE)?;
-            schedule_connection_lost(this.loop_.bind(py), transport, py.None().into_bound(py))?;
+            schedule_connection_lost(
+                this.loop_.bind(py),
+                transport,
+                py.None().into_bound(py),
+                this.context.as_ref(),
+            )?;
         }
         Ok(())
     }
@@ -709,7 +730,7 @@ impl StreamCore {
         if !was_closing {
             this.unwatch(py, READABLE)?;
         }
-        schedule_connection_lost(this.loop_.bind(py), transport, exc)
+        schedule_connection_lost(this.loop_.bind(py), transport, exc, this.context.as_ref())
     }
 
     fn is_closing(&self) -> bool {

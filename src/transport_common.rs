@@ -188,22 +188,25 @@ pub(crate) fn fatal_error(
     Ok(())
 }
 
-/// `loop.call_soon(callback, *args)`.
+/// `loop.call_soon(callback, *args, context=context)`.
 pub(crate) fn call_soon(
     loop_: &Bound<'_, CoreLoop>,
     callback: Bound<'_, PyAny>,
     args: Bound<'_, PyTuple>,
+    context: Option<&Py<PyAny>>,
 ) -> PyResult<()> {
-    CoreLoop::schedule_soon(loop_, callback, args, None, false)?;
+    let context = context.map(|c| c.bind(loop_.py()).clone());
+    CoreLoop::schedule_soon(loop_, callback, args, context, false)?;
     Ok(())
 }
 
-/// `loop.call_soon(transport._call_connection_lost, exc)` (nothing if the
-/// transport is gone).
+/// `loop.call_soon(transport._call_connection_lost, exc, context=context)`
+/// (nothing if the transport is gone).
 pub(crate) fn schedule_connection_lost(
     loop_: &Bound<'_, CoreLoop>,
     transport: Option<Py<PyAny>>,
     exc: Bound<'_, PyAny>,
+    context: Option<&Py<PyAny>>,
 ) -> PyResult<()> {
     let py = loop_.py();
     let Some(transport) = transport else {
@@ -212,7 +215,7 @@ pub(crate) fn schedule_connection_lost(
     let callback = transport
         .bind(py)
         .getattr(intern!(py, "_call_connection_lost"))?;
-    call_soon(loop_, callback, PyTuple::new(py, [exc])?)
+    call_soon(loop_, callback, PyTuple::new(py, [exc])?, context)
 }
 
 /// A write after the connection was lost: count it in `conn_lost`; true

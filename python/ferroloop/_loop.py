@@ -13,6 +13,7 @@ version's exactly. ARCHITECTURE.md says which layer owns what.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import selectors
 import socket
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from . import _stats
 
 _check_ssl_socket = base_events._check_ssl_socket
+_core_call_soon_threadsafe = CoreLoop.call_soon_threadsafe
 _accept_connection2 = selector_events.BaseSelectorEventLoop._accept_connection2
 
 __all__ = ["Loop"]
@@ -124,6 +126,7 @@ class Loop(CoreLoop, TransportFactories, UnixServices, unix_events.SelectorEvent
     def __init__(self) -> None:
         threshold = threshold_from_env()  # FERROLOOP_SLOW_CALLBACK_MS
         unix_events.SelectorEventLoop.__init__(self, _SelectorView(self))
+        self._outer_context = contextvars.Context()
         self._set_internal_fd(self._ssock.fileno())
         if threshold is not None:
             self.set_slow_callback_threshold(threshold)
@@ -212,6 +215,27 @@ class Loop(CoreLoop, TransportFactories, UnixServices, unix_events.SelectorEvent
         # the coroutine that makes its transport: counted for stats().
         self._record_accepted()
         return _accept_connection2(self, *args, **kwargs)
+
+    if hasattr(events, "_ThreadSafeHandle"):  # 3.14+
+
+        def call_soon_threadsafe(self, callback, *args, context=None):
+            """Like call_soon(), but thread-safe; the handle (asyncio's
+            `_ThreadSafeHandle`) cannot be cancelled from another thread
+            while its callback runs (cancel() waits for it)."""
+            self._check_closed()
+            if self._debug:
+                self._check_callback(callback, "call_soon_threadsafe")
+            handle = events._ThreadSafeHandle(callback, args, self, context)
+            # The core runs the handle's own _run (its lock, its cancellation
+            # check, its error report), which enters the handle's context;
+            # the core's handle enters an empty one of the loop's (never the
+            # same object twice, and no copy of the caller's per call).
+            _core_call_soon_threadsafe(self, handle._run, context=self._outer_context)
+            if handle._source_traceback:
+                del handle._source_traceback[-1]
+            if handle._source_traceback:
+                del handle._source_traceback[-1]
+            return handle
 
     # CoreLoop.create_task's path for task factories and debug mode.
     _create_task_py = base_events.BaseEventLoop.create_task

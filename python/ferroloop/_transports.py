@@ -22,7 +22,15 @@ import math
 import selectors
 import socket
 import warnings
-from asyncio import base_events, constants, futures, selector_events, transports, trsock
+from asyncio import (
+    base_events,
+    constants,
+    futures,
+    selector_events,
+    sslproto,
+    transports,
+    trsock,
+)
 from asyncio.log import logger
 
 from . import _ssl
@@ -165,7 +173,7 @@ class SocketTransport(
     # Read by __del__, which may run on a half-constructed object.
     _sock = None
 
-    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None, context=None):
         # Not _FlowControlMixin.__init__: the write-buffer limits live in the core.
         transports.BaseTransport.__init__(self, extra)
         self._extra["socket"] = trsock.TransportSocket(sock)
@@ -183,7 +191,10 @@ class SocketTransport(
         self._sock_fd = sock.fileno()
         self._protocol_connected = True
         self._server = server
-        core = self._core = StreamCore(loop, self._sock_fd, self, protocol)
+        # 3.15: the protocol's callbacks run in `context` (its creator's);
+        # None: in a copy of the context current when each is scheduled.
+        self._context = context
+        core = self._core = StreamCore(loop, self._sock_fd, self, protocol, context)
         # The hot methods are the core's own: no Python frame per call.
         self.write = core.write
         self.writelines = core.writelines
@@ -192,11 +203,11 @@ class SocketTransport(
         loop._transports[self._sock_fd] = self
         base_events._set_nodelay(sock)
 
-        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(protocol.connection_made, self, context=context)
         # Only start reading once connection_made() has run.
-        loop.call_soon(core._start_reading)
+        loop.call_soon(core._start_reading, context=context)
         if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None, context=context)
 
     def __repr__(self) -> str:
         info = [self.__class__.__name__]
@@ -333,15 +344,31 @@ class DatagramTransport(selector_events._SelectorDatagramTransport, transports.D
             self.__dict__.pop("_read_ready", None)
 
 
+# The keyword options of asyncio's SSLProtocol (3.10: the handshake timeout;
+# 3.11+: the shutdown timeout too).
+_SSL_PROTOCOL_OPTIONS = frozenset(
+    name
+    for name, p in inspect.signature(sslproto.SSLProtocol).parameters.items()
+    if p.default is not p.empty and name.startswith("ssl_")
+)
+
+
 class TransportFactories:
     """The loop methods through which asyncio's services (create_connection,
     create_server, start_tls, ...) make their transports."""
 
-    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
-        self._ensure_fd_no_transport(sock)
-        return SocketTransport(self, sock, protocol, waiter, extra, server)
+    # Each factory takes (and ignores) keyword arguments that a later asyncio
+    # may add: a new one fails tests/test_borrowed.py, not every connection.
 
-    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+    def _make_socket_transport(
+        self, sock, protocol, waiter=None, *, extra=None, server=None, context=None, **_later
+    ):
+        self._ensure_fd_no_transport(sock)
+        return SocketTransport(self, sock, protocol, waiter, extra, server, context)
+
+    def _make_datagram_transport(
+        self, sock, protocol, address=None, waiter=None, extra=None, **_later
+    ):
         self._ensure_fd_no_transport(sock)
         return DatagramTransport(self, sock, protocol, address, waiter, extra)
 
@@ -356,12 +383,20 @@ class TransportFactories:
         server_hostname=None,
         extra=None,
         server=None,
-        **timeouts,
+        context=None,
+        **options,
     ):
-        # asyncio's TLS layer (sslproto) over a ferroloop socket transport.
+        # asyncio's TLS layer (sslproto) over a ferroloop socket transport;
+        # the options its SSLProtocol takes (the timeouts) go to it.
         self._ensure_fd_no_transport(rawsock)
         ssl_protocol = _ssl.SSLProtocol(  # asyncio's, with a shorter data path (_ssl.py)
-            self, protocol, sslcontext, waiter, server_side, server_hostname, **timeouts
+            self,
+            protocol,
+            sslcontext,
+            waiter,
+            server_side,
+            server_hostname,
+            **{k: v for k, v in options.items() if k in _SSL_PROTOCOL_OPTIONS},
         )
-        SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server)
+        SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server, context=context)
         return ssl_protocol._app_transport
