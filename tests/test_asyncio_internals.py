@@ -18,7 +18,7 @@ import pytest
 from ferroloop import _asyncio_internals as internals
 from ferroloop._asyncio_internals import Borrowed
 
-VERSION = "%d.%d" % sys.version_info[:2]
+VERSION = "{}.{}".format(*sys.version_info[:2])
 APPLIES = [e for e in internals.BORROWED if e.applies()]
 
 
@@ -99,9 +99,7 @@ def _override_home(entry: Borrowed):
     raise LookupError(entry.path)
 
 
-@pytest.mark.parametrize(
-    "entry", [e for e in APPLIES if e.use == "override"], ids=lambda e: e.path
-)
+@pytest.mark.parametrize("entry", [e for e in APPLIES if e.use == "override"], ids=lambda e: e.path)
 def test_override_takes_asyncios_arguments(entry: Borrowed) -> None:
     """ferroloop's override accepts every argument asyncio's version takes
     (by name, or through **kwargs)."""
@@ -130,9 +128,7 @@ _PRIVATE_ON_PUBLIC = re.compile(rf"\b({_MODULES})\.([A-Z]\w+)\.(_[a-zA-Z]\w*)")
 def test_every_private_use_is_listed() -> None:
     """A private asyncio name used in ferroloop's Python code is listed in
     ferroloop._asyncio_internals (so that its test watches it)."""
-    listed = {e.path for e in internals.BORROWED} | {
-        e.owner for e in internals.BORROWED if e.owner
-    }
+    listed = {e.path for e in internals.BORROWED} | {e.owner for e in internals.BORROWED if e.owner}
     package = pathlib.Path(ferroloop.__file__).parent
     unlisted = []
     for path in sorted(package.glob("*.py")):

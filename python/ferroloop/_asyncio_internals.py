@@ -264,7 +264,13 @@ BORROWED: list[Borrowed] = [
     _r("sslproto.SSLProtocolState", "_ssl.py", "TLS states", since=(3, 11)),
     _r("sslproto.SSLAgainErrors", "_ssl.py", "the errors that mean 'again'", since=(3, 11)),
     *[
-        _o(f"sslproto.SSLProtocol.{name}", "_ssl.py", "replaced per-record path", params, since=(3, 11))
+        _o(
+            f"sslproto.SSLProtocol.{name}",
+            "_ssl.py",
+            "replaced per-record path",
+            params,
+            since=(3, 11),
+        )
         for name, params in (
             ("_get_app_transport", "self"),
             ("buffer_updated", "self nbytes"),
