@@ -246,6 +246,19 @@ BORROWED: list[Borrowed] = [
         "the subprocess transport, over ferroloop's pipes",
         "loop protocol args shell stdin stdout stderr bufsize waiter extra",
     ),
+    _r(
+        "unix_events._ThreadedChildWatcher",
+        "_unix.py",
+        "3.14+: a loop whose asyncio chose a threaded watcher keeps asyncio's subprocess code",
+        since=(3, 14),
+    ),
+    *_attrs(
+        "unix_events._UnixSelectorEventLoop",
+        "_watcher",
+        "_unix.py",
+        "3.14+: the child watcher asyncio chose for this loop",
+        since=(3, 14),
+    ),
     _c(
         "unix_events._UnixSubprocessTransport._process_exited",
         "_unix.py",

@@ -270,6 +270,12 @@ class SocketTransport(
         return self._core._eof
 
     @property
+    def _read_ready_cb(self):
+        # asyncio's read callback, None once the transport is closing
+        # (3.14+'s TLS tests check it); the core reads natively.
+        return None if self._core.is_closing() else self._core._read_ready
+
+    @property
     def _empty_waiter(self):
         return self._core._empty_waiter
 

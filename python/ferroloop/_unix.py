@@ -55,6 +55,10 @@ def can_use_pidfd() -> bool:
 _CAN_USE_PIDFD = can_use_pidfd()
 
 _SubprocessTransport = unix_events._UnixSubprocessTransport
+# 3.14+: the per-loop watcher asyncio chooses when pidfds are unavailable.
+_ThreadedWatcher = (
+    getattr(unix_events, "_ThreadedChildWatcher", ()) if sys.version_info >= (3, 14) else ()
+)
 
 
 # -- pipes ---------------------------------------------------------------
@@ -351,7 +355,11 @@ class UnixServices:
     async def _make_subprocess_transport(
         self, protocol, args, shell, stdin, stdout, stderr, bufsize, extra=None, **kwargs
     ):
-        if not _CAN_USE_PIDFD:
+        # 3.14+ chooses a child watcher per loop (`_watcher`, by
+        # `unix_events.can_use_pidfd()` at the loop's creation): a loop whose
+        # asyncio chose threads keeps asyncio's own code, as before 3.14
+        # where pidfds are missing.
+        if not _CAN_USE_PIDFD or isinstance(getattr(self, "_watcher", None), _ThreadedWatcher):
             return await super()._make_subprocess_transport(
                 protocol, args, shell, stdin, stdout, stderr, bufsize, extra=extra, **kwargs
             )
