@@ -20,7 +20,8 @@ in_env() { # $1 = interpreter; runs the rest where it runs
   local py=$1
   shift
   if [[ $py == debian:* ]]; then
-    bash "$DEBIAN_PYTHON" run "$@"
+    # (PIP_FIND_LINKS may name a folder of this machine the root lacks.)
+    env -u PIP_FIND_LINKS bash "$DEBIAN_PYTHON" run "$@"
   else
     "$@"
   fi

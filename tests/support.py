@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import os
 import sys
+import warnings
 
 import ferroloop
 
@@ -84,3 +87,19 @@ def run_forever_with_watchdog(loop: asyncio.AbstractEventLoop, timeout: float = 
 # Python 3.13 shows a callback's arguments in reprs and messages only in
 # debug mode; earlier versions always do.
 ARGS_SHOWN_WITHOUT_DEBUG = sys.version_info < (3, 13)
+
+
+@contextlib.contextmanager
+def collected_warnings():
+    """Collect garbage in the block; yields a list it fills, on exit, with
+    `(category, message text)` of every warning raised. A recorded warning
+    keeps its `source` (the object that warned) alive on 3.15; only the
+    text and category are kept, and garbage is collected again after."""
+    seen: list[tuple[type[Warning], str]] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield seen
+        gc.collect()
+    seen.extend((w.category, str(w.message)) for w in caught)
+    del caught
+    gc.collect()

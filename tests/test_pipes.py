@@ -20,7 +20,7 @@ import warnings
 import weakref
 
 import pytest
-from support import open_fd_count
+from support import collected_warnings, open_fd_count
 from transport_support import MB, FlowRecording, pattern, run, wait_until
 
 KINDS = ("pipe", "fifo", "socketpair", "pty")
@@ -761,11 +761,10 @@ def test_unclosed_read_pipe_transport_warns_and_closes_the_pipe(any_loop, ends):
         return weakref.ref(rt)
 
     ref = run(any_loop, main())
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        gc.collect()
+    with collected_warnings() as caught:
+        pass
     assert ref() is None
-    messages = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    messages = [text for category, text in caught if issubclass(category, ResourceWarning)]
     assert [m for m in messages if m.startswith("unclosed transport")], messages
     assert read_end.closed
 
@@ -781,11 +780,10 @@ def test_unclosed_write_pipe_transport_warns_and_closes_the_pipe(any_loop, ends)
         return weakref.ref(wt)
 
     ref = run(any_loop, main())
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        gc.collect()
+    with collected_warnings() as caught:
+        pass
     assert ref() is None
-    messages = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    messages = [text for category, text in caught if issubclass(category, ResourceWarning)]
     assert [m for m in messages if m.startswith("unclosed transport")], messages
     assert slave.closed
 

@@ -223,7 +223,8 @@ class Loop(CoreLoop, TransportFactories, UnixServices, unix_events.SelectorEvent
             `_ThreadSafeHandle`) cannot be cancelled from another thread
             while its callback runs (cancel() waits for it)."""
             self._check_closed()
-            if self._debug:
+            # Callability is checked in every mode, as the core does.
+            if self._debug or not callable(callback):
                 self._check_callback(callback, "call_soon_threadsafe")
             handle = events._ThreadSafeHandle(callback, args, self, context)
             # The core runs the handle's own _run (its lock, its cancellation
