@@ -139,16 +139,9 @@ pub(crate) fn check_write_type(data: &Bound<'_, PyAny>) -> PyResult<()> {
     if ok {
         return Ok(());
     }
-    // asyncio's words, which 3.15 changed.
-    let expected = if data.py().version_info() >= (3, 15) {
-        "a bytes, bytearray, or memoryview object"
-    } else {
-        "a bytes-like object"
-    };
-    Err(PyTypeError::new_err(format!(
-        "data argument must be {expected}, not {}",
-        data.get_type().name()?.repr()?
-    )))
+    // The running asyncio's own words (3.14.x reworded them).
+    let err = crate::handles::glue(data.py(), "write_type_error")?.call1((data,))?;
+    Err(PyErr::from_value(err))
 }
 
 impl StreamCore {

@@ -206,6 +206,12 @@ BORROWED: list[Borrowed] = [
         "wakes a connection's waiter",
         "fut result",
     ),
+    _c(
+        "selector_events._SelectorSocketTransport.write",
+        "_glue.py",
+        "its TypeError for non-bytes data, in the running version's words",
+        "self data",
+    ),
     _c("format_helpers._format_callback_source", "_glue.py", "handle repr, errors", "func args"),
     _c("format_helpers.extract_stack", "_glue.py", "debug mode's source tracebacks", "f"),
     _r("constants._SendfileMode", "_transports.py", "the transport's sendfile mode"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
-from asyncio import base_events, format_helpers
+from asyncio import base_events, format_helpers, selector_events
 
 from ._ferroloop import TimerHandle
 
@@ -65,3 +65,16 @@ def report_slow_callback(loop, handle, callback, seconds, threshold, stack) -> N
     from ._telemetry import report_slow_callback as report
 
     report(loop, handle, callback, seconds, threshold, stack)
+
+
+def write_type_error(data) -> TypeError:
+    """The TypeError asyncio's stream transport raises from write(data) for
+    a `data` that is not bytes-like, in the running version's words: its
+    own write() checks the type before touching the transport."""
+    try:
+        selector_events._SelectorSocketTransport.write(None, data)
+    except TypeError as exc:
+        return exc
+    except Exception:  # noqa: BLE001, S110 (a future asyncio that checks otherwise)
+        pass
+    return TypeError(f"data argument must be a bytes-like object, not {type(data).__name__!r}")
