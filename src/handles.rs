@@ -34,7 +34,7 @@ struct Call {
     args: Py<PyTuple>,
 }
 
-#[pyclass(subclass, frozen, module = "ferroloop._ferroloop")]
+#[pyclass(subclass, frozen, weakref, module = "ferroloop._ferroloop")]
 pub struct Handle {
     call: Mutex<Option<Call>>,
     context: Py<PyAny>,

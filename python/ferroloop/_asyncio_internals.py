@@ -178,7 +178,6 @@ BORROWED: list[Borrowed] = [
         "self fd",
     ),
     _c("base_events._check_ssl_socket", "_loop.py", "sock_* on an SSLSocket", "sock"),
-    _c("base_events._set_nodelay", "_transports.py", "TCP_NODELAY as asyncio", "sock"),
     _c("base_events._format_handle", "_glue.py", "debug mode's slow-callback log", "handle"),
     _c("base_events.Server._attach", "_transports.py", "server bookkeeping", "self"),
     _c("base_events.Server._detach", "_transports.py", "server bookkeeping", "self"),

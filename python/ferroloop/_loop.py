@@ -238,6 +238,63 @@ class Loop(CoreLoop, TransportFactories, UnixServices, unix_events.SelectorEvent
                 del handle._source_traceback[-1]
             return handle
 
+    # -- add_reader & co: asyncio's, plus the file objects they were given --
+    # A socket registered by object and closed since (fileno() == -1) is
+    # still found by that object, as asyncio's selector finds it (anyio
+    # removes its reader after closing the socket).
+
+    _fileobjs: dict[int, object] | None = None
+
+    def add_reader(self, fd, callback, *args) -> None:
+        """Call callback(*args) whenever fd (an int or an object with a
+        fileno() method) is readable."""
+        self._ensure_fd_no_transport(fd)
+        self._add_reader(fd, callback, *args)
+        self._remember_fileobj(fd)
+
+    def add_writer(self, fd, callback, *args) -> None:
+        """Call callback(*args) whenever fd is writable."""
+        self._ensure_fd_no_transport(fd)
+        self._add_writer(fd, callback, *args)
+        self._remember_fileobj(fd)
+
+    def remove_reader(self, fd) -> bool:
+        """Stop watching fd for reading; True if it was watched."""
+        self._ensure_fd_no_transport(fd)
+        return self._remove_fd_callback(fd, self._remove_reader)
+
+    def remove_writer(self, fd) -> bool:
+        """Stop watching fd for writing; True if it was watched."""
+        self._ensure_fd_no_transport(fd)
+        return self._remove_fd_callback(fd, self._remove_writer)
+
+    def _remember_fileobj(self, fileobj) -> None:
+        # As a selector key, the first object registered for an fd stays
+        # until the fd is removed in both directions.
+        if isinstance(fileobj, int):
+            return
+        if self._fileobjs is None:
+            self._fileobjs = {}
+        self._fileobjs.setdefault(selectors._fileobj_to_fd(fileobj), fileobj)
+
+    def _remove_fd_callback(self, fileobj, remove) -> bool:
+        fileobjs = self._fileobjs
+        if isinstance(fileobj, int) or not fileobjs:
+            fd = fileobj
+        else:
+            try:
+                fd = selectors._fileobj_to_fd(fileobj)
+            except ValueError:
+                # Closed since it was registered: find it by the object.
+                found = [fd for fd, obj in fileobjs.items() if obj is fileobj]
+                if not found:
+                    raise
+                fd = found[0]
+        removed = remove(fd)
+        if fileobjs and isinstance(fd, int) and fd in fileobjs and self._fd_key(fd) is None:
+            del fileobjs[fd]
+        return removed
+
     # CoreLoop.create_task's path for task factories and debug mode.
     _create_task_py = base_events.BaseEventLoop.create_task
 

@@ -64,6 +64,20 @@ def _server_detach(server, transport) -> None:
         server._detach()
 
 
+def _set_nodelay(sock) -> None:
+    """TCP_NODELAY on every TCP stream, as uvloop does: asyncio sets it only
+    when `sock.proto` is IPPROTO_TCP, and a socket made with proto 0 (the
+    default, and what most libraries hand in with `sock=`) is TCP too."""
+    if sock.family in _INET_FAMILIES and sock.type == socket.SOCK_STREAM:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # as asyncio: a socket that refuses it keeps its setting
+
+
+_INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+
+
 class WriteBufferLimits:
     """`set_write_buffer_limits` / `get_write_buffer_limits` of a transport
     whose flow control is its native core's: asyncio's rule and error for
@@ -201,7 +215,7 @@ class SocketTransport(
         if server is not None:
             _server_attach(server, self)
         loop._transports[self._sock_fd] = self
-        base_events._set_nodelay(sock)
+        _set_nodelay(sock)
 
         loop.call_soon(protocol.connection_made, self, context=context)
         # Only start reading once connection_made() has run.

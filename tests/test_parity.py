@@ -1,0 +1,111 @@
+"""Behaviours that third-party suites (anyio's, websockets') and uvloop's
+users rely on: differential (`any_loop`) where stock asyncio behaves the
+same, ferroloop-only where ferroloop goes beyond it (as uvloop does; the
+README's compatibility section lists those).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import weakref
+
+import pytest
+from support import is_ferroloop
+
+
+def test_handles_are_weak_referenceable(any_loop):
+    handle = any_loop.call_soon(lambda: None)
+    timer = any_loop.call_later(3600, lambda: None)
+    refs = weakref.WeakValueDictionary(h=handle, t=timer)
+    assert refs["h"] is handle and refs["t"] is timer
+    timer.cancel()
+    any_loop.run_until_complete(asyncio.sleep(0))
+    del handle, timer
+    gc.collect()
+    assert len(refs) == 0
+
+
+@pytest.mark.parametrize("direction", ["reader", "writer"])
+def test_remove_callback_of_a_closed_socket_object(any_loop, direction):
+    """anyio closes a socket, then removes its reader by the socket object
+    (fileno() is -1 by then): asyncio finds the registration by the object."""
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        getattr(any_loop, f"add_{direction}")(a, lambda: None)
+        fd = a.fileno()
+        a.close()
+        assert getattr(any_loop, f"remove_{direction}")(a) is True
+        assert fd not in any_loop._selector.get_map()
+        # Once gone, the closed object is nowhere to be found.
+        with pytest.raises(ValueError, match="Invalid file descriptor: -1"):
+            getattr(any_loop, f"remove_{direction}")(a)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_closed_socket_found_after_the_other_direction_came_and_went(any_loop):
+    """A writer added and removed by fd number leaves the reader's object
+    registration intact."""
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        any_loop.add_reader(a, lambda: None)
+        fd = a.fileno()
+        any_loop.add_writer(fd, lambda: None)
+        assert any_loop.remove_writer(fd) is True
+        a.close()
+        assert any_loop.remove_reader(a) is True
+        assert fd not in any_loop._selector.get_map()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_remove_reader_of_a_never_registered_closed_socket_raises(any_loop):
+    a, b = socket.socketpair()
+    a.close()
+    b.close()
+    with pytest.raises(ValueError, match="Invalid file"):
+        any_loop.remove_reader(a)
+
+
+def _nodelay(sock) -> bool:
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+@pytest.mark.parametrize("proto", [0, socket.IPPROTO_TCP])
+def test_tcp_nodelay_on_sockets_handed_in(any_loop, proto):
+    """A TCP socket made with proto 0 (socket.socket()'s default) gets
+    TCP_NODELAY on ferroloop, as on uvloop; asyncio sets it only when
+    sock.proto is IPPROTO_TCP."""
+
+    async def main():
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        accepted = []
+
+        def on_client(reader, writer):
+            accepted.append(_nodelay(writer.get_extra_info("socket")))
+
+        server = await asyncio.start_server(on_client, sock=listener)
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
+        client.setblocking(False)
+        await any_loop.sock_connect(client, listener.getsockname())
+        _reader, writer = await asyncio.open_connection(sock=client)
+        while not accepted:
+            await asyncio.sleep(0.01)
+        result = (_nodelay(writer.get_extra_info("socket")), accepted[0])
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return result
+
+    expected = proto == socket.IPPROTO_TCP or is_ferroloop(any_loop)
+    assert any_loop.run_until_complete(main()) == (expected, expected)
