@@ -13,6 +13,7 @@ import asyncio
 import ferroloop
 import pytest
 from support import LOOP_KINDS, make_loop
+from tls_support import CertificateToolMissing, make_certificates
 
 
 def _close(loop: asyncio.AbstractEventLoop) -> None:
@@ -54,3 +55,12 @@ def handler_calls(any_loop):
     calls = []
     any_loop.set_exception_handler(lambda loop, context: calls.append(context))
     return calls
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    """Certificates made for this test session (tls_support)."""
+    try:
+        return make_certificates(tmp_path_factory.mktemp("tls"))
+    except CertificateToolMissing as exc:
+        pytest.skip(str(exc))

@@ -109,3 +109,85 @@ def test_tcp_nodelay_on_sockets_handed_in(any_loop, proto):
 
     expected = proto == socket.IPPROTO_TCP or is_ferroloop(any_loop)
     assert any_loop.run_until_complete(main()) == (expected, expected)
+
+
+class CountingSocket(socket.socket):
+    """A socket.socket subclass that overrides its I/O methods (as
+    websockets' tests do): a loop must call them, not the fd."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = {"recv": 0, "recv_into": 0, "send": 0}
+
+    def recv(self, *args):
+        self.calls["recv"] += 1
+        return super().recv(*args)
+
+    def recv_into(self, *args):
+        self.calls["recv_into"] += 1
+        return super().recv_into(*args)
+
+    def send(self, *args):
+        self.calls["send"] += 1
+        return super().send(*args)
+
+
+def _counting_pair():
+    a, b = socket.socketpair()
+    sub = CountingSocket(a.family, a.type, a.proto, fileno=a.detach())
+    sub.setblocking(False)
+    b.setblocking(False)
+    return sub, b
+
+
+def test_sock_methods_call_a_subclass_s_own_methods(any_loop):
+    sub, peer = _counting_pair()
+
+    async def main():
+        await any_loop.sock_sendall(sub, b"ping")
+        assert await any_loop.sock_recv(peer, 10) == b"ping"
+        await any_loop.sock_sendall(peer, b"pong!")
+        assert await any_loop.sock_recv(sub, 4) == b"pong"
+        buf = bytearray(4)
+        assert await any_loop.sock_recv_into(sub, buf) == 1
+        assert bytes(buf[:1]) == b"!"
+
+    try:
+        any_loop.run_until_complete(main())
+    finally:
+        sub.close()
+        peer.close()
+    assert sub.calls == {"recv": 1, "recv_into": 1, "send": 1}
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_stream_transport_calls_a_subclass_s_own_methods(any_loop, tls, request):
+    certs = request.getfixturevalue("certs") if tls else None
+
+    async def echo(reader, writer):
+        writer.write(await reader.readexactly(4))
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(
+            echo, "127.0.0.1", 0, ssl=certs.server_context() if tls else None
+        )
+        sub = CountingSocket(socket.AF_INET, socket.SOCK_STREAM)
+        sub.setblocking(False)
+        async with server:
+            await any_loop.sock_connect(sub, server.sockets[0].getsockname())
+            reader, writer = await asyncio.open_connection(
+                sock=sub,
+                ssl=certs.client_context() if tls else None,
+                server_hostname="localhost" if tls else None,
+            )
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+            writer.close()
+            await writer.wait_closed()
+        return sub.calls
+
+    calls = any_loop.run_until_complete(main())
+    assert calls["send"] >= 1
+    assert calls["recv"] + calls["recv_into"] >= 1

@@ -50,7 +50,7 @@ import sys
 
 import pytest
 from support import is_ferroloop, open_fd_count
-from tls_support import CLIENT_CN, SNI_NAME, CertificateToolMissing, make_certificates
+from tls_support import CLIENT_CN, SNI_NAME
 from transport_support import HOST, MB, pattern, run, wait_until
 
 NEW_SSLPROTO = sys.version_info >= (3, 11)
@@ -63,14 +63,6 @@ X509_V_ERR_HOSTNAME_MISMATCH = 62
 
 
 # --- helpers ------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def certs(tmp_path_factory):
-    try:
-        return make_certificates(tmp_path_factory.mktemp("tls"))
-    except CertificateToolMissing as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture

@@ -206,6 +206,12 @@ BORROWED: list[Borrowed] = [
         "fut result",
     ),
     _c(
+        "selector_events._SelectorSocketTransport",
+        "_transports.py",
+        "the transport of a socket.socket subclass (it calls the socket's methods)",
+        "loop sock protocol waiter extra server",
+    ),
+    _c(
         "selector_events._SelectorSocketTransport.write",
         "_glue.py",
         "its TypeError for non-bytes data, in the running version's words",

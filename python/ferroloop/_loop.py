@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from . import _stats
 
 _check_ssl_socket = base_events._check_ssl_socket
+_asyncio_sock_recv = selector_events.BaseSelectorEventLoop.sock_recv
+_asyncio_sock_recv_into = selector_events.BaseSelectorEventLoop.sock_recv_into
+_asyncio_sock_sendall = selector_events.BaseSelectorEventLoop.sock_sendall
 _core_call_soon_threadsafe = CoreLoop.call_soon_threadsafe
 _accept_connection2 = selector_events.BaseSelectorEventLoop._accept_connection2
 
@@ -303,13 +306,17 @@ class Loop(CoreLoop, TransportFactories, UnixServices, unix_events.SelectorEvent
         if not handle._cancelled:
             self.call_soon(handle._run)
 
-    # The hot three are native (ferroloop._ferroloop.sock_*): the syscall is
-    # tried at once, and only a socket that is not ready costs a future.
+    # The hot three are native (ferroloop._ferroloop.sock_*) for plain
+    # sockets: the syscall is tried at once, and only a socket that is not
+    # ready costs a future. A socket.socket subclass takes asyncio's path,
+    # which calls the socket's own recv/recv_into/send (as asyncio does).
 
     async def sock_recv(self, sock, n):
         """Receive up to n bytes from sock (a non-blocking socket)."""
         if type(sock) is not _Socket or sock.gettimeout() != 0:
             _check_socket(sock)  # raises, unless a socket subclass that is fine
+            # A subclass may override its methods: asyncio's path calls them.
+            return await _asyncio_sock_recv(self, sock, n)
         result = _native_sock_recv(self, sock, n)
         if type(result) is SockWaiter:
             return await _wait(result)
@@ -319,6 +326,8 @@ class Loop(CoreLoop, TransportFactories, UnixServices, unix_events.SelectorEvent
         """Receive into buf from sock; return the number of bytes received."""
         if type(sock) is not _Socket or sock.gettimeout() != 0:
             _check_socket(sock)  # raises, unless a socket subclass that is fine
+            # A subclass may override its methods: asyncio's path calls them.
+            return await _asyncio_sock_recv_into(self, sock, buf)
         result = _native_sock_recv_into(self, sock, buf)
         if type(result) is SockWaiter:
             return await _wait(result)
@@ -328,6 +337,8 @@ class Loop(CoreLoop, TransportFactories, UnixServices, unix_events.SelectorEvent
         """Send all of data to sock; return None once it is all sent."""
         if type(sock) is not _Socket or sock.gettimeout() != 0:
             _check_socket(sock)  # raises, unless a socket subclass that is fine
+            # A subclass may override its methods: asyncio's path calls them.
+            return await _asyncio_sock_sendall(self, sock, data)
         result = _native_sock_sendall(self, sock, data)
         if type(result) is SockWaiter:
             return await _wait(result)

@@ -373,6 +373,22 @@ _SSL_PROTOCOL_OPTIONS = frozenset(
 )
 
 
+# asyncio's own socket transport takes `context` from 3.15 on.
+_ASYNCIO_TRANSPORT_TAKES_CONTEXT = (
+    "context" in inspect.signature(selector_events._SelectorSocketTransport).parameters
+)
+
+
+def _asyncio_socket_transport(loop, sock, protocol, waiter, extra, server, context):
+    """asyncio's own socket transport, for a `socket.socket` subclass: it
+    calls the socket's own recv/send methods (which a subclass may override,
+    as websockets' tests do), where the native core uses the fd."""
+    kwargs = {"context": context} if _ASYNCIO_TRANSPORT_TAKES_CONTEXT else {}
+    return selector_events._SelectorSocketTransport(
+        loop, sock, protocol, waiter, extra, server, **kwargs
+    )
+
+
 class TransportFactories:
     """The loop methods through which asyncio's services (create_connection,
     create_server, start_tls, ...) make their transports."""
@@ -384,6 +400,8 @@ class TransportFactories:
         self, sock, protocol, waiter=None, *, extra=None, server=None, context=None, **_later
     ):
         self._ensure_fd_no_transport(sock)
+        if type(sock) is not socket.socket:
+            return _asyncio_socket_transport(self, sock, protocol, waiter, extra, server, context)
         return SocketTransport(self, sock, protocol, waiter, extra, server, context)
 
     def _make_datagram_transport(
@@ -418,5 +436,10 @@ class TransportFactories:
             server_hostname,
             **{k: v for k, v in options.items() if k in _SSL_PROTOCOL_OPTIONS},
         )
-        SocketTransport(self, rawsock, ssl_protocol, extra=extra, server=server, context=context)
+        if type(rawsock) is not socket.socket:
+            _asyncio_socket_transport(self, rawsock, ssl_protocol, None, extra, server, context)
+        else:
+            SocketTransport(
+                self, rawsock, ssl_protocol, extra=extra, server=server, context=context
+            )
         return ssl_protocol._app_transport
