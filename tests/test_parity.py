@@ -191,3 +191,35 @@ def test_stream_transport_calls_a_subclass_s_own_methods(any_loop, tls, request)
     calls = any_loop.run_until_complete(main())
     assert calls["send"] >= 1
     assert calls["recv"] + calls["recv_into"] >= 1
+
+
+@pytest.mark.parametrize("connected", [False, True], ids=["unconnected", "connected"])
+def test_datagram_sendto_after_close_is_dropped(loop, connected, caplog):
+    """Once a closed transport's connection is lost, sendto() drops the
+    datagram (warning after asyncio's threshold), connected or not; stock
+    asyncio fails an unconnected one through a loop that is gone
+    (`AttributeError` in its exception path)."""
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+
+    async def main():
+        peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        transport, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol,
+            local_addr=("127.0.0.1", 0),
+            remote_addr=peer.getsockname() if connected else None,
+        )
+        addr = None if connected else peer.getsockname()
+        transport.close()
+        await asyncio.sleep(0.05)
+        for _ in range(8):
+            transport.sendto(b"later", addr)
+        with pytest.raises(BlockingIOError):
+            peer.recv(100)
+        peer.close()
+
+    loop.run_until_complete(main())
+    assert errors == []
+    assert "socket.send() raised exception." in caplog.text

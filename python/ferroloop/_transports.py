@@ -331,13 +331,35 @@ class SocketTransport(
             waiter.set_exception(ConnectionError("Connection is closed by peer"))
 
 
+_asyncio_datagram_sendto = selector_events._SelectorDatagramTransport.sendto
+
+
 class DatagramTransport(selector_events._SelectorDatagramTransport, transports.DatagramTransport):
     """A UDP (or Unix datagram) transport: asyncio's own, with the per-datagram
     paths of a `ferroloop._ferroloop.DatagramCore`: `sendto` (every family)
     and the receive path (IPv4 and IPv6)."""
 
-    # What the core hands back the cases it does not take (see datagram.rs).
-    _python_sendto = selector_events._SelectorDatagramTransport.sendto
+    def _python_sendto(self, data, addr=None):
+        """asyncio's sendto, for the cases the core hands back (see
+        datagram.rs). Once the connection is lost (the socket closed), an
+        unconnected transport drops and counts the datagram as asyncio
+        drops a connected one's: asyncio would call `sendto` on the socket
+        it let go of and fail in `_fatal_error` through a loop that is gone."""
+        if (
+            self._sock is None
+            and self._conn_lost
+            and not self._address
+            and isinstance(data, (bytes, bytearray, memoryview))
+            and data
+        ):
+            if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                logger.warning("socket.send() raised exception.")
+            self._conn_lost += 1
+            return
+        _asyncio_datagram_sendto(self, data, addr)
+
+    # Once the core's bound method is dropped (connection lost), the same.
+    sendto = _python_sendto
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         try:
