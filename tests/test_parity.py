@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
+import threading
 import weakref
 
 import pytest
@@ -223,3 +224,54 @@ def test_datagram_sendto_after_close_is_dropped(loop, connected, caplog):
     loop.run_until_complete(main())
     assert errors == []
     assert "socket.send() raised exception." in caplog.text
+
+
+@pytest.mark.parametrize("family", ["unix", "tcp"])
+def test_buffered_protocol_gets_all_data_when_the_peer_sends_and_closes(any_loop, family, tmp_path):
+    """A peer sends more than the BufferedProtocol's buffer and closes at
+    once (EPOLLHUP with data pending): all of it arrives, then EOF."""
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    got = bytearray()
+    events = []
+    done = any_loop.create_future()
+
+    class Small(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(1000)
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            got.extend(self.buf[:nbytes])
+
+        def eof_received(self):
+            events.append("eof")
+
+        def connection_lost(self, exc):
+            events.append("lost")
+            if not done.done():
+                done.set_result(None)
+
+    async def main():
+        if family == "unix":
+            path = str(tmp_path / "s")
+            server = await any_loop.create_unix_server(Small, path)
+            peer = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            peer.connect(path)
+        else:
+            server = await any_loop.create_server(Small, "127.0.0.1", 0)
+            peer = socket.create_connection(server.sockets[0].getsockname())
+        peer.setblocking(True)
+        # More than the socket buffers hold: sent from a thread, which
+        # closes as soon as the last byte is queued.
+        sender = threading.Thread(target=lambda: (peer.sendall(payload), peer.close()))
+        sender.start()
+        await asyncio.wait_for(done, 10)
+        sender.join(10)
+        server.close()
+        await server.wait_closed()
+
+    any_loop.run_until_complete(main())
+    assert len(got) == len(payload) and bytes(got) == payload
+    assert events == ["eof", "lost"]
