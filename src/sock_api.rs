@@ -86,9 +86,21 @@ fn ensure_fd_no_transport(loop_: &Bound<'_, CoreLoop>, fd: RawFd) -> PyResult<()
 }
 
 enum Op {
-    Recv { n: usize },
-    RecvInto { buf: PyUntypedBuffer, n: usize },
-    Send { buf: PyUntypedBuffer, sent: usize },
+    /// Finished: nothing held (a buffer is released as soon as the call
+    /// completes or is cancelled, so that the caller may release its own
+    /// memoryview at once, as with asyncio's).
+    Done,
+    Recv {
+        n: usize,
+    },
+    RecvInto {
+        buf: PyUntypedBuffer,
+        n: usize,
+    },
+    Send {
+        buf: PyUntypedBuffer,
+        sent: usize,
+    },
 }
 
 /// Waits for readiness of one socket on behalf of one `sock_*` call, and
@@ -137,6 +149,8 @@ impl SockWaiter {
         if this.finished.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        let op = std::mem::replace(&mut *this.op.lock(), Op::Done);
+        drop(op); // unlocked: releasing a buffer may run Python code
         let loop_ = this.loop_ref.bind(slf.py()).call0()?;
         if let Ok(loop_) = loop_.cast::<CoreLoop>() {
             loop_
@@ -150,6 +164,7 @@ impl SockWaiter {
     fn attempt<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let mut op = self.op.lock();
         match &mut *op {
+            Op::Done => Ok(None),
             Op::Recv { n } => Ok(recv_bytes(py, self.fd, *n)?.map(Bound::into_any)),
             Op::RecvInto { buf, n } => {
                 let got = recv_into_ptr(self.fd, buf.buf_ptr().cast(), *n)

@@ -275,3 +275,30 @@ def test_buffered_protocol_gets_all_data_when_the_peer_sends_and_closes(any_loop
     any_loop.run_until_complete(main())
     assert len(got) == len(payload) and bytes(got) == payload
     assert events == ["eof", "lost"]
+
+
+def test_cancelled_sock_recv_into_lets_go_of_the_buffer(any_loop):
+    """A cancelled sock_recv_into holds no export of the caller's buffer:
+    the caller's own memoryview can be released while the cancellation
+    unwinds (anyio does so)."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    buf = bytearray(16)
+
+    async def reader():
+        with memoryview(buf) as view:
+            await any_loop.sock_recv_into(a, view)
+
+    async def main():
+        task = any_loop.create_task(reader())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        buf.extend(b"resizable again")
+
+    try:
+        any_loop.run_until_complete(main())
+    finally:
+        a.close()
+        b.close()
