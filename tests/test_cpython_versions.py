@@ -73,20 +73,32 @@ def test_create_task_eager_start_false_and_name(any_loop):
     assert steps == ["create_task returned", "child started"]
 
 
-def test_task_factory_gets_task_keywords(any_loop):
-    seen = []
+def test_task_factory_gets_the_keywords_asyncio_gives_it():
+    """What a task factory receives is the version's: nothing but the loop
+    and the coroutine before 3.13 (3.11 sets the name afterwards), the task
+    keywords from 3.13 on."""
 
-    def factory(loop, coro, **kwargs):
-        seen.append(sorted(kwargs))
-        return asyncio.Task(coro, loop=loop, **kwargs)
+    def run(loop):
+        seen = []
 
-    any_loop.set_task_factory(factory)
+        def factory(loop, coro, **kwargs):
+            seen.append(sorted(kwargs))
+            return asyncio.Task(coro, loop=loop, **kwargs)
 
-    async def main():
-        return await any_loop.create_task(asyncio.sleep(0, "done"), name="n")
+        loop.set_task_factory(factory)
 
-    assert any_loop.run_until_complete(main()) == "done"
-    assert seen == [[], ["name"]]  # run_until_complete's task, then ours
+        async def main():
+            task = loop.create_task(asyncio.sleep(0, "done"), name="n")
+            return await task, task.get_name()
+
+        try:
+            return loop.run_until_complete(main()), seen
+        finally:
+            loop.close()
+
+    ours = run(ferroloop.new_event_loop())
+    assert ours == run(asyncio.SelectorEventLoop())
+    assert ours[0] == ("done", "n")
 
 
 # -- call_soon_threadsafe's handle (3.14) ---------------------------------

@@ -241,7 +241,7 @@ BORROWED: list[Borrowed] = [
     ),
     *_attrs(
         "selector_events._SelectorDatagramTransport",
-        "_address _buffer_size",
+        "_address",
         "src/datagram.rs",
         "the datagram core's sendto",
     ),
