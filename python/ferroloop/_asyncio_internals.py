@@ -143,7 +143,7 @@ BORROWED: list[Borrowed] = [
         _BASE,
         "_stopping _closed _task_factory _debug _thread_id",
         "src/event_loop.rs",
-        "state the core owns (properties); _thread_id: run_forever on 3.10, 3.11",
+        "state the core owns (properties); _thread_id: run_forever before 3.13",
     ),
     *_attrs(
         "selector_events.BaseSelectorEventLoop",
@@ -153,7 +153,7 @@ BORROWED: list[Borrowed] = [
     ),
     # -- asyncio code ferroloop calls -------------------------------------
     _c(f"{_BASE}._check_closed", "_loop.py", "asyncio's error", "self"),
-    _c(f"{_BASE}._check_running", "_loop.py", "run_forever (3.10, 3.11)", "self"),
+    _c(f"{_BASE}._check_running", "_loop.py", "run_forever before 3.13", "self"),
     _c(f"{_BASE}._check_thread", "src/event_loop.rs", "debug mode's thread check", "self"),
     _c(
         f"{_BASE}._check_callback",
@@ -164,13 +164,13 @@ BORROWED: list[Borrowed] = [
     _c(
         f"{_BASE}._set_coroutine_origin_tracking",
         "_loop.py",
-        "run_forever (3.10, 3.11)",
+        "run_forever before 3.13",
         "self enabled",
     ),
-    _r(f"{_BASE}._asyncgen_firstiter_hook", "_loop.py", "run_forever (3.10, 3.11)"),
-    _r(f"{_BASE}._asyncgen_finalizer_hook", "_loop.py", "run_forever (3.10, 3.11)"),
-    _c(f"{_BASE}._run_forever_setup", "_loop.py", "run_forever", "self", since=(3, 12)),
-    _c(f"{_BASE}._run_forever_cleanup", "_loop.py", "run_forever", "self", since=(3, 12)),
+    _r(f"{_BASE}._asyncgen_firstiter_hook", "_loop.py", "run_forever before 3.13"),
+    _r(f"{_BASE}._asyncgen_finalizer_hook", "_loop.py", "run_forever before 3.13"),
+    _c(f"{_BASE}._run_forever_setup", "_loop.py", "run_forever", "self", since=(3, 13)),
+    _c(f"{_BASE}._run_forever_cleanup", "_loop.py", "run_forever", "self", since=(3, 13)),
     _c(
         f"{_SEL}._ensure_fd_no_transport",
         "_transports.py",
@@ -181,7 +181,7 @@ BORROWED: list[Borrowed] = [
     _c("base_events._format_handle", "_glue.py", "debug mode's slow-callback log", "handle"),
     _c("base_events.Server._attach", "_transports.py", "server bookkeeping", "self"),
     _c("base_events.Server._detach", "_transports.py", "server bookkeeping", "self"),
-    _c("events._set_running_loop", "_loop.py", "run_forever (3.10, 3.11)", "loop"),
+    _c("events._set_running_loop", "_loop.py", "run_forever before 3.13", "loop"),
     _c("events._get_running_loop", "__init__.py", "run() on 3.10"),
     _r("events._ThreadSafeHandle", "_loop.py", "call_soon_threadsafe's handle", since=(3, 14)),
     _r(

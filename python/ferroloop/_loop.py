@@ -134,7 +134,7 @@ class Loop(CoreLoop, TransportFactories, UnixServices, unix_events.SelectorEvent
         if threshold is not None:
             self.set_slow_callback_threshold(threshold)
 
-    if hasattr(base_events.BaseEventLoop, "_run_forever_setup"):  # 3.12+
+    if hasattr(base_events.BaseEventLoop, "_run_forever_setup"):  # 3.13+
 
         def run_forever(self) -> None:
             """Run until stop() is called."""
