@@ -38,6 +38,8 @@ debian_root() { # set the Debian root up once (~1 min the first time); false if 
     if [ -f "$DEBIAN_PYTHON" ] && [ "$(id -u)" = 0 ] &&
       bash "$DEBIAN_PYTHON" setup >/dev/null 2>"$root/.venvs/debian-python-setup.log"; then
       _debian_root_ready=yes
+    elif [ -f "$DEBIAN_PYTHON" ]; then
+      echo "== the Debian root for 3.14/3.15 could not be set up (root needed; see .venvs/debian-python-setup.log)" >&2
     fi
   fi
   [ "$_debian_root_ready" = yes ]
