@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -27,6 +28,15 @@ from support import is_ferroloop
 
 PY314 = sys.version_info >= (3, 14)
 PY315 = sys.version_info >= (3, 15)
+
+
+def _takes_kwargs(func) -> bool:
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(func).parameters.values())
+
+
+# Task keywords through create_task: 3.14, and 3.13.x from a patch release on.
+LOOP_TASK_KWARGS = _takes_kwargs(asyncio.BaseEventLoop.create_task)
+MODULE_TASK_KWARGS = _takes_kwargs(asyncio.create_task)
 
 
 # -- create_task keyword arguments (3.14) --------------------------------
@@ -45,7 +55,7 @@ def test_create_task_eager_start(any_loop):
         steps.append("create_task returned")
         return await task
 
-    if not PY314:
+    if not MODULE_TASK_KWARGS:
         with pytest.raises(TypeError, match="eager_start"):
             any_loop.run_until_complete(main())
         return
@@ -65,7 +75,7 @@ def test_create_task_eager_start_false_and_name(any_loop):
         steps.append("create_task returned")
         return await task
 
-    if not PY314:
+    if not LOOP_TASK_KWARGS:
         with pytest.raises(TypeError, match="eager_start"):
             any_loop.run_until_complete(main())
         return
