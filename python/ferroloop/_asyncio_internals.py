@@ -287,6 +287,12 @@ BORROWED: list[Borrowed] = [
     _r("sslproto._SSLProtocolTransport", "_ssl.py", "its write()", use="subclass", since=(3, 11)),
     _r("sslproto.SSLProtocolState", "_ssl.py", "TLS states", since=(3, 11)),
     _r("sslproto.SSLAgainErrors", "_ssl.py", "the errors that mean 'again'", since=(3, 11)),
+    _r(
+        "sslproto.AppProtocolState",
+        "_ssl.py",
+        "whether the app protocol got connection_made (start_tls's does not)",
+        since=(3, 11),
+    ),
     *[
         _o(
             f"sslproto.SSLProtocol.{name}",
@@ -302,6 +308,10 @@ BORROWED: list[Borrowed] = [
             ("_do_read", "self"),
             ("_do_read__buffered", "self"),
             ("_do_read__copied", "self"),
+            ("_on_handshake_complete", "self handshake_exc"),
+            ("_start_shutdown", "self"),
+            ("_do_shutdown", "self"),
+            ("_on_shutdown_complete", "self shutdown_exc"),
         )
     ],
     *[
@@ -312,9 +322,8 @@ BORROWED: list[Borrowed] = [
             ("_control_app_writing", "self"),
             ("_control_ssl_reading", "self"),
             ("_call_eof_received", "self"),
-            ("_start_shutdown", "self"),
-            ("_do_shutdown", "self"),
             ("_do_flush", "self"),
+            ("_check_shutdown_timeout", "self"),
             ("_do_handshake", "self"),
             ("_fatal_error", "self exc message"),
         )
@@ -326,9 +335,10 @@ BORROWED: list[Borrowed] = [
         "_outgoing_low_water _outgoing_high_water _incoming_low_water _incoming_high_water "
         "_app_transport _app_transport_created _ssl_buffer_view _app_protocol "
         "_app_protocol_is_buffer _app_protocol_get_buffer _app_protocol_buffer_updated "
-        "_transport _loop",
+        "_transport _loop _shutdown_timeout_handle _ssl_shutdown_timeout _eof_received "
+        "_app_state",
         "_ssl.py",
-        "the TLS state the shorter data path reads and updates",
+        "the TLS state the shorter data path and the shutdown steps read and update",
         since=(3, 11),
     ),
     *_attrs(

@@ -23,6 +23,27 @@ work whose outcome is known (a read that would raise `SSLWantReadError`, a
 read of an empty BIO, a flow-control call that would do nothing).
 `loop.start_tls` builds asyncio's class directly (base_events), so upgraded
 connections keep the stock data path.
+
+Where asyncio's steps end a connection badly, they are replaced by what
+uvloop's TLS layer (which asyncio's was ported from) does:
+
+- application data that arrives after our close_notify (the peer sent it
+  before it saw ours) is read and discarded before each `unwrap()`, which
+  otherwise fails with SSLError(APPLICATION_DATA_AFTER_CLOSE_NOTIFY) and
+  loses the connection with it; a TCP transport paused by the read buffer's
+  high-water mark resumes, so that the peer's close_notify can arrive;
+- once the shutdown completed, closing the TCP transport (which flushes its
+  buffer first) is bounded by ssl_shutdown_timeout too (asyncio 3.14+ does
+  this; 3.11-3.13 set no timer, and a peer that stopped reading kept the
+  connection forever);
+- `close()` after the peer's EOF arrived while reading was paused (asyncio
+  keeps the connection in FLUSHING without a timer; its close() did
+  nothing) completes the shutdown;
+- a connection upgraded by start_tls (whose protocol gets no
+  connection_made) delivers its first data after the waiter's callbacks,
+  so that the code awaiting start_tls has the new transport first. (This
+  takes effect once `loop.start_tls` builds this class; asyncio's, which
+  ferroloop's loop runs, builds its own.)
 """
 
 from __future__ import annotations
@@ -39,9 +60,11 @@ _FLUSHING = getattr(_State, "FLUSHING", None)
 _SHUTDOWN = getattr(_State, "SHUTDOWN", None)
 _DO_HANDSHAKE = getattr(_State, "DO_HANDSHAKE", None)
 _AGAIN = getattr(sslproto, "SSLAgainErrors", ())
+_CON_MADE = getattr(getattr(sslproto, "AppProtocolState", None), "STATE_CON_MADE", None)
 _FATAL = "Fatal error on SSL protocol"
 _SSLObject = ssl.SSLObject
 _LAMBDA_DO_READ = sys.version_info < (3, 13)  # 3.13 schedules the bound method
+_DISCARD_SIZE = 64 * 1024  # what one read of discarded application data asks for
 
 
 # An `ssl.SSLObject`'s read/write/pending only forward to its C object
@@ -102,6 +125,10 @@ class _SSLProtocolTransport(sslproto._SSLProtocolTransport):
 
 
 class SSLProtocol(sslproto.SSLProtocol):
+    # Set while a start_tls handshake completes: the first _do_read() waits
+    # for the waiter's callbacks (see _on_handshake_complete).
+    _defer_read = False
+
     def _get_app_transport(self):
         if self._app_transport is None:
             if self._app_transport_created:
@@ -194,6 +221,105 @@ class SSLProtocol(sslproto.SSLProtocol):
         elif size >= self._incoming_high_water:
             self._control_ssl_reading()
 
+    # Handshake flow
+
+    def _on_handshake_complete(self, handshake_exc):
+        """asyncio's, except for a connection upgraded by start_tls (the app
+        protocol is not given connection_made): the data that came with the
+        end of the handshake is delivered on the next iteration, after the
+        waiter's callbacks (as uvloop does), instead of before start_tls
+        returns. asyncio's order made a protocol reused across the upgrade
+        answer that data on the plain transport, which the peer then read
+        as a broken TLS record (WRONG_VERSION_NUMBER)."""
+        if handshake_exc is not None or self._app_state is not _CON_MADE:
+            super()._on_handshake_complete(handshake_exc)
+            return
+        self._defer_read = True
+        try:
+            super()._on_handshake_complete(handshake_exc)
+        finally:
+            self._defer_read = False
+
+    # Shutdown flow
+
+    def _start_shutdown(self):
+        """asyncio's, and also close() after the peer's EOF came while
+        reading was paused: asyncio's eof_received() then leaves the
+        connection in FLUSHING, without a timer, until reading resumes (to
+        deliver what is buffered), and its _start_shutdown() ignores
+        FLUSHING: close() did nothing and connection_lost never came. Here
+        close() starts the timer and finishes the flush on the next
+        iteration (not from inside close(), which may run from a flush in
+        progress: that one goes on by itself)."""
+        if (
+            self._state is _FLUSHING
+            and self._eof_received
+            and self._shutdown_timeout_handle is None
+        ):
+            if self._app_transport is not None:
+                self._app_transport._closed = True
+            self._shutdown_timeout_handle = self._loop.call_later(
+                self._ssl_shutdown_timeout, self._check_shutdown_timeout
+            )
+            self._loop.call_soon(self._flush_after_eof)
+            return
+        super()._start_shutdown()
+
+    def _flush_after_eof(self):
+        if self._state is _FLUSHING:
+            self._do_flush()
+
+    def _do_shutdown(self):
+        """asyncio's, with the application data received after our
+        close_notify discarded before each unwrap() (see the module doc)."""
+        try:
+            if not self._eof_received:
+                self._discard_appdata()
+                self._sslobj.unwrap()
+        except _AGAIN:
+            self._process_outgoing()
+        except ssl.SSLError as exc:
+            self._on_shutdown_complete(exc)
+        else:
+            self._process_outgoing()
+            self._call_eof_received()
+            self._on_shutdown_complete(None)
+
+    def _discard_appdata(self):
+        """Read and drop the application data the SSL object holds, up to
+        the peer's close_notify (left for unwrap() to see), then resume the
+        TCP transport's reading if the read buffer's high-water mark had
+        paused it. SSL errors propagate (as unwrap()'s would)."""
+        sslobj = self._sslobj
+        incoming = self._incoming
+        try:
+            while incoming.pending or sslobj.pending():
+                if not sslobj.read(_DISCARD_SIZE):
+                    break  # the peer's close_notify
+        except (*_AGAIN, ssl.SSLZeroReturnError):
+            # SSLZeroReturnError: the peer's close_notify, after ours.
+            pass
+        if self._ssl_reading_paused and incoming.pending <= self._incoming_low_water:
+            self._control_ssl_reading()
+
+    def _on_shutdown_complete(self, shutdown_exc):
+        """asyncio 3.14's: after a clean shutdown, the timer also bounds the
+        TCP transport's close, which flushes its buffer first: a peer that
+        does not read could hold it forever. The timer is started here if
+        the peer began the shutdown with a TCP EOF (asyncio 3.11-3.13 cancel
+        it here, or never had one)."""
+        if shutdown_exc:
+            if self._shutdown_timeout_handle is not None:
+                self._shutdown_timeout_handle.cancel()
+                self._shutdown_timeout_handle = None
+            self._fatal_error(shutdown_exc)
+        else:
+            self._loop.call_soon(self._transport.close)
+            if self._shutdown_timeout_handle is None:
+                self._shutdown_timeout_handle = self._loop.call_later(
+                    self._ssl_shutdown_timeout, self._check_shutdown_timeout
+                )
+
     # Outgoing flow
 
     def _process_outgoing(self):
@@ -211,6 +337,10 @@ class SSLProtocol(sslproto.SSLProtocol):
     # Incoming flow
 
     def _do_read(self):
+        if self._defer_read:  # start_tls's first read: see _on_handshake_complete
+            self._defer_read = False
+            self._loop.call_soon(self._do_read)
+            return
         state = self._state
         if state is not _WRAPPED and state is not _FLUSHING:
             return

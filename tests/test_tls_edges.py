@@ -1,0 +1,833 @@
+"""TLS edge cases that uvloop fixed in its own TLS layer, and that users
+switching from uvloop expect of ferroloop: the end of a connection, and
+the first data of one.
+
+- (a) application data that arrives after our close_notify (the peer sent
+  it before it saw ours) is discarded: no
+  ssl.SSLError(APPLICATION_DATA_AFTER_CLOSE_NOTIFY), the connection closes
+  normally (eof_received, connection_lost(None)).
+- (b) the first data, when it arrives in the same read as the end of the
+  handshake, is application data delivered to the right party: after a
+  start_tls upgrade, only once the code awaiting start_tls has the new
+  transport (uvloop's "first data after waiter wakeup"), so that a protocol
+  kept across the upgrade does not answer it in clear text, which its
+  peer reads as a broken record (WRONG_VERSION_NUMBER).
+- (c) a TLS shutdown always ends within ssl_shutdown_timeout, also when the
+  close_notify exchange (or the peer's EOF) completed it but the peer does
+  not read what is left to send.
+- (d) close() while the app transport's reading is paused completes the
+  TLS shutdown: connection_lost comes, the peer sees close_notify or EOF.
+
+ferroloop runs asyncio's sslproto with its own data path on 3.11+
+(python/ferroloop/_ssl.py). Where stock asyncio behaves the same, a test
+runs on both loops (`any_loop`); where it does not, on ferroloop only
+(`loop`), and its docstring says what stock asyncio does (checked on
+3.11). 3.10 runs asyncio's older sslproto unchanged (no
+ssl_shutdown_timeout, no eof_received on close_notify): these tests are
+3.11+.
+
+Peers that misbehave on purpose are driven by hand: an ssl.SSLObject over
+MemoryBIOs on a plain socket, through the loop's sock_* methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import sys
+from asyncio import base_events
+
+import ferroloop
+import pytest
+from transport_support import HOST, MB, pattern, run, wait_until
+
+pytestmark = [
+    pytest.mark.skipif(
+        sys.version_info < (3, 11),
+        reason="3.10 runs asyncio's older sslproto (_SSLPipe), unchanged: "
+        "no ssl_shutdown_timeout, no eof_received on close_notify; the fixes are 3.11+",
+    ),
+    # Nothing may hang: each test also runs under asyncio.wait_for (run()).
+    pytest.mark.timeout(60),
+]
+
+# ferroloop's loop.start_tls is asyncio's (base_events), which builds
+# asyncio's SSLProtocol rather than ferroloop._ssl.SSLProtocol.
+STOCK_START_TLS = ferroloop.Loop.start_tls is base_events.BaseEventLoop.start_tls
+
+
+# --- helpers ------------------------------------------------------------------
+
+
+def capture_handler(loop):
+    """Every context the loop's exception handler receives."""
+    calls = []
+    loop.set_exception_handler(lambda _loop, context: calls.append(context))
+    return calls
+
+
+class Recorder(asyncio.Protocol):
+    """Records every callback in order ("data" coalesced); echoes if asked."""
+
+    def __init__(self, loop, echo=False):
+        self.loop = loop
+        self.echo = echo
+        self.events = []
+        self.data = bytearray()
+        self.transport = None
+        self.lost_calls = 0
+        self.lost = loop.create_future()
+        self._want = None
+
+    def connection_made(self, transport):
+        self.events.append("made")
+        self.transport = transport
+
+    def data_received(self, data):
+        assert data, "data_received with empty data"
+        if not self.events or self.events[-1] != "data":
+            self.events.append("data")
+        self.data += data
+        if self.echo:
+            self.transport.write(data)
+        want = self._want
+        if want is not None and len(self.data) >= want[0] and not want[1].done():
+            want[1].set_result(None)
+
+    def eof_received(self):
+        self.events.append("eof")
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        self.lost_calls += 1
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+    async def received(self, n, timeout=3.0):
+        """Wait until n bytes in all have been received."""
+        if len(self.data) < n:
+            fut = self.loop.create_future()
+            self._want = (n, fut)
+            await asyncio.wait_for(fut, timeout)
+        return bytes(self.data)
+
+
+class RawTLS:
+    """A TLS endpoint driven by hand: an ssl.SSLObject over MemoryBIOs on a
+    plain non-blocking socket, through the loop's sock_* methods."""
+
+    def __init__(self, loop, sock, ctx, *, server_side, server_hostname=None):
+        self.loop = loop
+        self.sock = sock
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.obj = ctx.wrap_bio(
+            self.incoming, self.outgoing, server_side=server_side, server_hostname=server_hostname
+        )
+
+    @classmethod
+    def client(cls, loop, sock, certs, ctx=None):
+        ctx = ctx or certs.client_context()
+        return cls(loop, sock, ctx, server_side=False, server_hostname="localhost")
+
+    async def flush(self):
+        data = self.outgoing.read()
+        if data:
+            await self.loop.sock_sendall(self.sock, data)
+
+    async def feed(self):
+        data = await self.loop.sock_recv(self.sock, 65536)
+        if not data:
+            raise ConnectionResetError("raw TLS peer: EOF")
+        self.incoming.write(data)
+
+    async def handshake(self, *, send_last_flight=True):
+        """The handshake; with send_last_flight=False, this side's last
+        flight stays in the outgoing BIO (for the caller to send with
+        more)."""
+        while True:
+            try:
+                self.obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await self.flush()
+                await self.feed()
+        if send_last_flight:
+            await self.flush()
+
+    def records(self, data: bytes) -> bytes:
+        """data, encrypted into TLS records (not sent)."""
+        self.obj.write(data)
+        return self.outgoing.read()
+
+    def close_notify(self) -> bytes:
+        """Our close_notify (not sent)."""
+        with contextlib.suppress(ssl.SSLWantReadError):
+            self.obj.unwrap()
+        return self.outgoing.read()
+
+    async def read(self, n, timeout=3.0):
+        """At least n bytes of application data; an SSLError (a record
+        that does not decrypt, clear text, ...) is returned, not raised."""
+        data = bytearray()
+
+        async def reader():
+            while len(data) < n:
+                try:
+                    data.extend(self.obj.read(MB))
+                except ssl.SSLWantReadError:
+                    await self.feed()
+
+        try:
+            await asyncio.wait_for(reader(), timeout)
+        except ssl.SSLError as exc:
+            return bytes(data), exc
+        return bytes(data), None
+
+    async def read_until_close(self, timeout=3.0):
+        """Decrypt everything until the peer's close_notify or TCP EOF:
+        (application data, whether a close_notify came)."""
+        data = bytearray()
+
+        async def reader():
+            while True:
+                try:
+                    chunk = self.obj.read(MB)
+                except ssl.SSLWantReadError:
+                    try:
+                        raw = await self.loop.sock_recv(self.sock, MB)
+                    except ConnectionResetError:
+                        return False
+                    if not raw:
+                        return False
+                    self.incoming.write(raw)
+                    continue
+                except ssl.SSLZeroReturnError:
+                    return True
+                if not chunk:
+                    return True
+                data.extend(chunk)
+
+        close_notify = await asyncio.wait_for(reader(), timeout)
+        return bytes(data), close_notify
+
+    async def answer_close(self):
+        """Read until the peer's close_notify, then send ours."""
+        _, close_notify = await self.read_until_close()
+        assert close_notify, "the peer ended the TCP connection without close_notify"
+        await self.loop.sock_sendall(self.sock, self.close_notify())
+
+
+async def connected_raw_socket(loop, port, *, rcvbuf=None):
+    sock = socket.socket()
+    if rcvbuf is not None:
+        # A small receive buffer: a server's writes back up quickly once
+        # this end stops reading.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, (HOST, port))
+    return sock
+
+
+async def recv_until_eof(loop, sock):
+    """Everything until the TCP connection ends (EOF or reset)."""
+    buf = bytearray()
+    while True:
+        try:
+            chunk = await loop.sock_recv(sock, MB)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+def listening_socket():
+    lsock = socket.create_server((HOST, 0))
+    lsock.setblocking(False)
+    return lsock
+
+
+def tls12_only(ctx):
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+class Server:
+    """A create_server server (TLS if given a context) whose protocols
+    (Recorders unless told otherwise) are kept."""
+
+    def __init__(self, loop, factory=None):
+        self.loop = loop
+        self.factory = factory or (lambda: Recorder(loop))
+        self.protocols = []
+        self.server = None
+
+    def _make(self):
+        proto = self.factory()
+        self.protocols.append(proto)
+        return proto
+
+    async def start(self, ssl_ctx=None, **kw):
+        self.server = await self.loop.create_server(self._make, HOST, 0, ssl=ssl_ctx, **kw)
+        return self
+
+    @property
+    def port(self):
+        return self.server.sockets[0].getsockname()[1]
+
+    async def first(self):
+        """The first connection's protocol, once its connection is made."""
+        await wait_until(lambda: self.protocols and self.protocols[0].transport is not None)
+        return self.protocols[0]
+
+    async def close(self):
+        for p in self.protocols:
+            if p.transport is not None and not p.transport.is_closing():
+                p.transport.abort()
+        self.server.close()
+        await asyncio.wait_for(self.server.wait_closed(), 3)
+
+
+async def tls_client(loop, port, certs, **kw):
+    """A TLS client (a Recorder) of the test server."""
+    return await loop.create_connection(
+        lambda: Recorder(loop), HOST, port,
+        ssl=certs.client_context(), server_hostname="localhost", **kw,
+    )  # fmt: skip
+
+
+# --- (a) application data after close_notify ---------------------------------
+
+
+@pytest.mark.parametrize("closer", ["client", "server"])
+def test_a_echo_after_close_notify_is_discarded(loop, certs, closer):
+    """One side writes its last words and closes; the other echoes them, so
+    the echo reaches the closing side after its close_notify. The echo is
+    discarded; both ends get eof_received (the close_notify) and
+    connection_lost(None); no error, no exception handler call.
+
+    Stock asyncio: the closing side gets connection_lost(ssl.SSLError
+    APPLICATION_DATA_AFTER_CLOSE_NOTIFY) (no eof_received, no handler
+    call: an SSLError is an OSError)."""
+
+    async def main():
+        srv = await Server(loop).start(certs.server_context())
+        try:
+            _, cl = await tls_client(loop, srv.port, certs)
+            sv = await srv.first()
+            closing, echoing = (cl, sv) if closer == "client" else (sv, cl)
+            echoing.echo = True
+            closing.transport.write(b"last words")
+            closing.transport.close()
+            echoing_exc = await asyncio.wait_for(echoing.lost, 5)
+            closing_exc = await asyncio.wait_for(closing.lost, 5)
+            await asyncio.sleep(0.02)
+            return closing, echoing, closing_exc, echoing_exc
+        finally:
+            await srv.close()
+
+    handler_calls = capture_handler(loop)
+    closing, echoing, closing_exc, echoing_exc = run(loop, main(), timeout=10)
+    assert (closing_exc, echoing_exc) == (None, None)
+    assert bytes(echoing.data) == b"last words"
+    assert bytes(closing.data) == b""  # the echo came after close()
+    assert closing.events == ["made", "eof", "lost"]
+    assert echoing.events == ["made", "data", "eof", "lost"]
+    assert closing.lost_calls == echoing.lost_calls == 1
+    assert handler_calls == []
+
+
+@pytest.mark.parametrize("when", ["before-reading-ours", "with-its-close-notify"])
+def test_a_peer_data_after_our_close_notify(loop, certs, when):
+    """The server closes; the client sends records after the server's
+    close_notify left: at once, before reading it (then answers it), or,
+    once it read it, together with its own close_notify in one segment.
+    The server discards them and closes normally; the client sees the
+    server's close_notify.
+
+    Stock asyncio: the server gets connection_lost(ssl.SSLError
+    APPLICATION_DATA_AFTER_CLOSE_NOTIFY)."""
+
+    async def main():
+        srv = await Server(loop).start(certs.server_context())
+        try:
+            sock = await connected_raw_socket(loop, srv.port)
+            with sock:
+                peer = RawTLS.client(loop, sock, certs)
+                await peer.handshake()
+                sv = await srv.first()
+                sv.transport.close()
+                late = peer.records(b"late data, " * 1000)
+                if when == "before-reading-ours":
+                    await loop.sock_sendall(sock, late)
+                    await asyncio.sleep(0.05)
+                    _, saw_close_notify = await peer.read_until_close()
+                    await loop.sock_sendall(sock, peer.close_notify())
+                else:
+                    _, saw_close_notify = await peer.read_until_close()
+                    await loop.sock_sendall(sock, late + peer.close_notify())
+                exc = await asyncio.wait_for(sv.lost, 3)
+                await asyncio.sleep(0.02)
+            return sv, exc, saw_close_notify
+        finally:
+            await srv.close()
+
+    handler_calls = capture_handler(loop)
+    sv, exc, saw_close_notify = run(loop, main())
+    assert exc is None
+    assert saw_close_notify
+    assert bytes(sv.data) == b""
+    assert sv.events == ["made", "eof", "lost"]
+    assert sv.lost_calls == 1
+    assert handler_calls == []
+
+
+# --- (b) the first data ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["server", "client"])
+def test_b_first_data_in_the_same_read_as_the_handshake_end(any_loop, certs, role):
+    """The peer's last handshake flight and its first application data
+    arrive in one TCP segment: the handshake completes and the data is
+    delivered, once, right after connection_made; the answer reaches the
+    peer encrypted.
+
+    role "server": our server, a TLS 1.3 client whose Finished and first
+    record go together; role "client": our client, a TLS 1.2 server whose
+    ChangeCipherSpec/Finished and first record go together."""
+    first = b"first data, with the handshake's last flight"
+
+    async def as_server():
+        srv = await Server(any_loop).start(certs.server_context())
+        try:
+            sock = await connected_raw_socket(any_loop, srv.port)
+            with sock:
+                peer = RawTLS.client(any_loop, sock, certs)
+                await peer.handshake(send_last_flight=False)
+                assert peer.obj.version() == "TLSv1.3"
+                await any_loop.sock_sendall(sock, peer.outgoing.read() + peer.records(first))
+                proto = await srv.first()
+                await proto.received(len(first))
+                proto.transport.write(b"reply")
+                answer = await peer.read(5)
+                proto.transport.close()
+                await peer.answer_close()
+                await asyncio.wait_for(proto.lost, 3)
+                return proto, answer
+        finally:
+            await srv.close()
+
+    async def as_client():
+        with listening_socket() as lsock:
+            connecting = asyncio.ensure_future(tls_client(any_loop, lsock.getsockname()[1], certs))
+            conn, _ = await asyncio.wait_for(any_loop.sock_accept(lsock), 3)
+            with conn:
+                conn.setblocking(False)
+                peer = RawTLS(any_loop, conn, tls12_only(certs.server_context()), server_side=True)
+                await peer.handshake(send_last_flight=False)
+                assert peer.obj.version() == "TLSv1.2"
+                await any_loop.sock_sendall(conn, peer.outgoing.read() + peer.records(first))
+                tr, proto = await asyncio.wait_for(connecting, 3)
+                await proto.received(len(first))
+                tr.write(b"reply")
+                answer = await peer.read(5)
+                tr.close()
+                await peer.answer_close()
+                await asyncio.wait_for(proto.lost, 3)
+                return proto, answer
+
+    handler_calls = capture_handler(any_loop)
+    proto, answer = run(any_loop, as_server() if role == "server" else as_client())
+    assert bytes(proto.data) == first
+    assert proto.events == ["made", "data", "eof", "lost"]
+    assert answer == (b"reply", None)
+    assert handler_calls == []
+
+
+def test_b_start_tls_with_the_client_hello_already_waiting(any_loop, certs):
+    """A client sends "STARTTLS\\n" and, without waiting for the answer, its
+    ClientHello: when the server's plain protocol (which paused reading at
+    the line) upgrades with loop.start_tls, the ClientHello is already
+    waiting in the socket. It is read as the handshake it is, and the
+    client's first record as application data."""
+
+    async def main():
+        go = any_loop.create_future()
+        tls_proto = Recorder(any_loop, echo=True)
+        upgraded = any_loop.create_future()
+
+        class Plain(Recorder):
+            def data_received(self, data):
+                super().data_received(data)
+                if bytes(self.data) == b"STARTTLS\n":
+                    self.transport.pause_reading()
+                    self.transport.write(b"OK\n")
+                    any_loop.create_task(self.upgrade())
+
+            async def upgrade(self):
+                try:
+                    await go  # the ClientHello is in the socket by then
+                    tls_proto.transport = await any_loop.start_tls(
+                        self.transport, tls_proto, certs.server_context(), server_side=True
+                    )
+                    upgraded.set_result(None)
+                except BaseException as exc:
+                    upgraded.set_exception(exc)
+                    raise
+
+        srv = await Server(any_loop, lambda: Plain(any_loop)).start()
+        try:
+            sock = await connected_raw_socket(any_loop, srv.port)
+            with sock:
+                await any_loop.sock_sendall(sock, b"STARTTLS\n")
+                plain = await srv.first()
+                await wait_until(lambda: bytes(plain.data) == b"STARTTLS\n")
+                peer = RawTLS.client(any_loop, sock, certs)
+                with pytest.raises(ssl.SSLWantReadError):
+                    peer.obj.do_handshake()
+                await peer.flush()  # the ClientHello, before the upgrade
+                await asyncio.sleep(0.05)
+                go.set_result(None)
+                assert await any_loop.sock_recv(sock, 3) == b"OK\n"
+                await peer.handshake()
+                await asyncio.wait_for(upgraded, 3)
+                await any_loop.sock_sendall(sock, peer.records(b"hello over tls"))
+                answer = await peer.read(14)
+                tls_proto.transport.close()
+                await peer.answer_close()
+                await asyncio.wait_for(tls_proto.lost, 3)
+                return plain, answer
+        finally:
+            await srv.close()
+
+    handler_calls = capture_handler(any_loop)
+    plain, answer = run(any_loop, main())
+    assert answer == (b"hello over tls", None)
+    assert bytes(plain.data) == b"STARTTLS\n"
+    assert handler_calls == []
+
+
+async def start_tls_with(
+    protocol_class, loop, transport, protocol, sslcontext, *, server_side=False
+):
+    """loop.start_tls's steps (asyncio's base_events), with the given
+    SSLProtocol class."""
+    waiter = loop.create_future()
+    ssl_protocol = protocol_class(
+        loop, protocol, sslcontext, waiter, server_side, None, call_connection_made=False
+    )
+    transport.pause_reading()
+    transport.set_protocol(ssl_protocol)
+    conmade_cb = loop.call_soon(ssl_protocol.connection_made, transport)
+    resume_cb = loop.call_soon(transport.resume_reading)
+    try:
+        await waiter
+    except BaseException:
+        transport.close()
+        conmade_cb.cancel()
+        resume_cb.cancel()
+        raise
+    return ssl_protocol._app_transport
+
+
+@pytest.mark.parametrize(
+    "upgrade",
+    [
+        pytest.param(
+            "loop.start_tls",
+            marks=pytest.mark.xfail(
+                STOCK_START_TLS,
+                strict=True,
+                reason="ferroloop's loop.start_tls is asyncio's (base_events): it builds "
+                "asyncio's SSLProtocol, not ferroloop._ssl.SSLProtocol",
+            ),
+        ),
+        "ferroloop._ssl.SSLProtocol",
+    ],
+)
+def test_b_start_tls_first_data_after_the_waiter_wakeup(loop, certs, upgrade):
+    """uvloop's test_first_data_after_wakeup: a server protocol upgrades its
+    connection (start_tls, server side) as soon as it is made, keeps itself
+    as the protocol, takes the TLS transport when start_tls returns, and
+    echoes whatever it receives on whatever transport it holds. The
+    client's Finished and first record arrive in one segment: the record
+    must be delivered after start_tls returned, so that the echo goes out
+    encrypted.
+
+    Stock asyncio delivers it from inside the handshake's completion,
+    before start_tls returns: the echo goes out in clear text on the plain
+    transport, and the client's TLS fails on it with
+    ssl.SSLError(WRONG_VERSION_NUMBER).
+
+    "loop.start_tls" is the real thing; "ferroloop._ssl.SSLProtocol" takes
+    the same steps with ferroloop's TLS protocol (what loop.start_tls runs
+    once it builds ferroloop's class)."""
+    from ferroloop import _ssl
+
+    async def upgrade_fn(transport, protocol, ctx):
+        if upgrade == "loop.start_tls":
+            return await loop.start_tls(transport, protocol, ctx, server_side=True)
+        return await start_tls_with(
+            _ssl.SSLProtocol, loop, transport, protocol, ctx, server_side=True
+        )
+
+    class UpgradingEcho(asyncio.Protocol):
+        def __init__(self):
+            self.lost = loop.create_future()
+            self.transports = []
+            self.tr = None
+
+        @property
+        def transport(self):  # for Server
+            return self.tr
+
+        def connection_made(self, transport):
+            self.tr = transport
+            transport.pause_reading()  # the upgrade reads the ClientHello
+
+            async def upgrade():
+                self.tr = await upgrade_fn(transport, self, certs.server_context())
+                self.transports.append(self.tr)
+
+            loop.create_task(upgrade())
+
+        def data_received(self, data):
+            self.tr.write(data)  # on whatever transport it holds
+
+        def connection_lost(self, exc):
+            self.lost.set_result(exc)
+
+    async def main():
+        srv = await Server(loop, UpgradingEcho).start()
+        try:
+            sock = await connected_raw_socket(loop, srv.port)
+            with sock:
+                peer = RawTLS.client(loop, sock, certs)
+                await peer.handshake(send_last_flight=False)
+                await loop.sock_sendall(sock, peer.outgoing.read() + peer.records(b"hello"))
+                answer = await peer.read(5)
+                proto = srv.protocols[0]
+                if answer[1] is not None:  # the client's TLS failed
+                    return answer, proto, None
+                await loop.sock_sendall(sock, peer.close_notify())
+                lost = await asyncio.wait_for(proto.lost, 3)
+            return answer, proto, lost
+        finally:
+            await srv.close()
+
+    handler_calls = capture_handler(loop)
+    answer, proto, lost = run(loop, main())
+    assert answer == (b"hello", None), answer
+    assert len(proto.transports) == 1
+    assert proto.transports[0].get_extra_info("ssl_object") is not None
+    assert lost is None
+    assert handler_calls == []
+
+
+# --- (c) the shutdown always ends ---------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["close_notify", "eof"])
+def test_c_peer_ends_and_stops_reading(loop, certs, how):
+    """A client ends the connection (its close_notify, or a TCP EOF) while
+    the server still has megabytes to send to it, and never reads them: the
+    server's TLS shutdown completes at once (close_notify exchange, or
+    EOF), but closing the TCP transport waits for its buffer to drain,
+    which never happens. After ssl_shutdown_timeout the connection is
+    dropped: eof_received, then connection_lost(TimeoutError("SSL shutdown
+    timed out")).
+
+    Stock asyncio 3.14+ does the same. 3.11-3.13 cancel (or never start)
+    the timer once the shutdown completed: the connection hangs until the
+    peer goes away (connection_lost never comes)."""
+
+    async def main():
+        srv = await Server(loop).start(certs.server_context(), ssl_shutdown_timeout=0.5)
+        try:
+            sock = await connected_raw_socket(loop, srv.port, rcvbuf=4096)
+            with sock:
+                peer = RawTLS.client(loop, sock, certs)
+                await peer.handshake()
+                sv = await srv.first()
+                sv.transport.write(pattern(8 * MB))  # far more than the socket buffers
+                await asyncio.sleep(0.05)
+                t0 = loop.time()
+                if how == "close_notify":
+                    await loop.sock_sendall(sock, peer.close_notify())
+                else:
+                    sock.shutdown(socket.SHUT_WR)
+                exc = await asyncio.wait_for(sv.lost, 5)
+                elapsed = loop.time() - t0
+            await asyncio.sleep(0.02)
+            return sv, exc, elapsed
+        finally:
+            await srv.close()
+
+    handler_calls = capture_handler(loop)
+    sv, exc, elapsed = run(loop, main(), timeout=10)
+    assert isinstance(exc, TimeoutError), repr(exc)
+    assert str(exc) == "SSL shutdown timed out"
+    assert 0.4 <= elapsed < 3.0
+    assert sv.events == ["made", "eof", "lost"]
+    assert sv.lost_calls == 1
+    assert handler_calls == []
+
+
+def test_c_stream_close_with_a_peer_that_never_answers(any_loop, certs):
+    """writer.close(); await writer.wait_closed() against a peer that
+    completed the handshake and then neither reads nor answers the
+    close_notify, with megabytes still unsent: wait_closed() ends after
+    ssl_shutdown_timeout, raising its TimeoutError."""
+
+    async def main():
+        with listening_socket() as lsock:
+            accepting = asyncio.ensure_future(any_loop.sock_accept(lsock))
+            connecting = asyncio.ensure_future(
+                asyncio.open_connection(
+                    HOST, lsock.getsockname()[1], ssl=certs.client_context(),
+                    server_hostname="localhost", ssl_shutdown_timeout=0.5,
+                )
+            )  # fmt: skip
+            conn, _ = await asyncio.wait_for(accepting, 3)
+            with conn:
+                conn.setblocking(False)
+                peer = RawTLS(any_loop, conn, certs.server_context(), server_side=True)
+                await peer.handshake()
+                _reader, writer = await asyncio.wait_for(connecting, 3)
+                writer.write(pattern(8 * MB))
+                t0 = any_loop.time()
+                writer.close()
+                with pytest.raises(TimeoutError, match="SSL shutdown timed out"):
+                    await asyncio.wait_for(writer.wait_closed(), 5)
+                return any_loop.time() - t0
+
+    handler_calls = capture_handler(any_loop)
+    elapsed = run(any_loop, main(), timeout=10)
+    assert 0.4 <= elapsed < 3.0
+    assert handler_calls == []
+
+
+# --- (d) close() while reading is paused ---------------------------------------
+
+
+def test_d_close_while_paused_nothing_pending(any_loop, certs):
+    """The server pauses reading on its TLS transport, then closes it with
+    nothing pending: the close_notify exchange completes; the client sees
+    it (eof_received); both ends get connection_lost(None)."""
+
+    async def main():
+        srv = await Server(any_loop).start(certs.server_context())
+        try:
+            _, cl = await tls_client(any_loop, srv.port, certs)
+            sv = await srv.first()
+            sv.transport.pause_reading()
+            assert not sv.transport.is_reading()
+            sv.transport.close()
+            sv_exc = await asyncio.wait_for(sv.lost, 3)
+            cl_exc = await asyncio.wait_for(cl.lost, 3)
+            return cl, sv, sv_exc, cl_exc
+        finally:
+            await srv.close()
+
+    handler_calls = capture_handler(any_loop)
+    cl, sv, sv_exc, cl_exc = run(any_loop, main())
+    assert (sv_exc, cl_exc) == (None, None)
+    assert cl.events == ["made", "eof", "lost"]
+    assert sv.events == ["made", "eof", "lost"]
+    assert handler_calls == []
+
+
+@pytest.mark.parametrize("size", [1000, 2 * MB], ids=["some", "beyond-read-high-water"])
+def test_d_close_while_paused_with_data_pending(loop, certs, size):
+    """The server pauses reading; the client sends data (in the second
+    case more than the TLS read buffer's high-water mark, so that the TCP
+    transport stops reading too); the server closes without resuming. The
+    pending data is discarded, the close_notify exchange completes at once
+    (not after ssl_shutdown_timeout), and both ends get
+    connection_lost(None).
+
+    Stock asyncio: the server's unwrap() meets the pending records and
+    fails: the server gets connection_lost(ssl.SSLError
+    APPLICATION_DATA_AFTER_CLOSE_NOTIFY), and the client sees the TCP
+    connection end without close_notify (with 2 MB sent: reset,
+    ConnectionResetError)."""
+
+    async def main():
+        srv = await Server(loop).start(certs.server_context(), ssl_shutdown_timeout=5)
+        try:
+            tr, cl = await tls_client(loop, srv.port, certs)
+            sv = await srv.first()
+            sv.transport.pause_reading()
+            tr.write(pattern(size))
+            high = sv.transport.get_read_buffer_limits()[1]
+            want = min(size // 2, high)
+            await wait_until(lambda: sv.transport.get_read_buffer_size() >= want)
+            await asyncio.sleep(0.05)
+            t0 = loop.time()
+            sv.transport.close()
+            sv_exc = await asyncio.wait_for(sv.lost, 4)
+            elapsed = loop.time() - t0
+            cl_exc = await asyncio.wait_for(cl.lost, 3)
+            return cl, sv, sv_exc, cl_exc, elapsed
+        finally:
+            await srv.close()
+
+    handler_calls = capture_handler(loop)
+    cl, sv, sv_exc, cl_exc, elapsed = run(loop, main(), timeout=10)
+    assert (sv_exc, cl_exc) == (None, None)
+    assert elapsed < 2.0
+    assert bytes(sv.data) == b""
+    assert cl.events == ["made", "eof", "lost"]
+    assert sv.events == ["made", "eof", "lost"]
+    assert handler_calls == []
+
+
+@pytest.mark.parametrize("how", ["close_notify-and-eof", "eof"])
+def test_d_close_while_paused_after_the_peer_ended(loop, certs, how):
+    """The server pauses reading; the client sends a record, then ends the
+    connection (its close_notify and a TCP EOF, or the EOF alone) while
+    the server is still paused; the server then closes without resuming:
+    it gets eof_received and connection_lost(None) at once.
+
+    Stock asyncio: the EOF leaves the paused connection in FLUSHING with
+    no timer, and close() does nothing there: connection_lost never comes
+    (a hang)."""
+
+    async def main():
+        srv = await Server(loop).start(certs.server_context(), ssl_shutdown_timeout=5)
+        try:
+            sock = await connected_raw_socket(loop, srv.port)
+            with sock:
+                peer = RawTLS.client(loop, sock, certs)
+                await peer.handshake()
+                sv = await srv.first()
+                sv.transport.pause_reading()
+                await asyncio.sleep(0.02)
+                wire = peer.records(b"unread")
+                if how == "close_notify-and-eof":
+                    wire += peer.close_notify()
+                await loop.sock_sendall(sock, wire)
+                sock.shutdown(socket.SHUT_WR)
+                await asyncio.sleep(0.1)
+                assert not sv.lost.done()
+                t0 = loop.time()
+                sv.transport.close()
+                sv_exc = await asyncio.wait_for(sv.lost, 4)
+                elapsed = loop.time() - t0
+                # The client sees the TCP connection end.
+                await asyncio.wait_for(recv_until_eof(loop, sock), 3)
+            return sv, sv_exc, elapsed
+        finally:
+            await srv.close()
+
+    handler_calls = capture_handler(loop)
+    sv, sv_exc, elapsed = run(loop, main(), timeout=10)
+    assert sv_exc is None
+    assert elapsed < 2.0
+    assert bytes(sv.data) == b""
+    assert sv.events == ["made", "eof", "lost"]
+    assert handler_calls == []
