@@ -831,3 +831,45 @@ def test_d_close_while_paused_after_the_peer_ended(loop, certs, how):
     assert bytes(sv.data) == b""
     assert sv.events == ["made", "eof", "lost"]
     assert handler_calls == []
+
+
+def test_buffered_protocol_with_a_bytearray_gets_every_record(loop, certs):
+    """A BufferedProtocol whose buffer is a bytearray gets all of several TLS
+    records that arrive in one read. asyncio reads the records after the
+    first into `buf[offset:]`, a copy of a bytearray: their bytes were lost
+    (zeros reached the app), on stock asyncio as on ferroloop before."""
+    records = [bytes([i]) * 1000 for i in range(1, 33)]
+    got = bytearray()
+    done = loop.create_future()
+
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(256 * 1024)
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            got.extend(self.buf[:nbytes])
+            if len(got) >= len(records) * 1000 and not done.done():
+                done.set_result(None)
+
+    async def main():
+        server = await loop.create_server(Buffered, HOST, 0, ssl=certs.server_context())
+        _reader, writer = await asyncio.open_connection(
+            *server.sockets[0].getsockname(),
+            ssl=certs.client_context(),
+            server_hostname="localhost",
+        )
+        await asyncio.sleep(0.05)  # the handshake's last steps
+        for record in records:  # one TLS record each, sent in one go
+            writer.write(record)
+        await writer.drain()
+        await asyncio.wait_for(done, 10)
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    loop.run_until_complete(main())
+    assert bytes(got) == b"".join(records)

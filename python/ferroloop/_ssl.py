@@ -380,19 +380,29 @@ class SSLProtocol(sslproto.SSLProtocol):
 
             if count > 0:
                 offset = count
-                while offset < wants:
-                    if not incoming.pending and not incoming.eof and not sslobj.pending():
-                        break  # the next read would raise SSLWantReadError
-                    count = sslobj.read(wants - offset, buf[offset:])
-                    if count > 0:
-                        offset += count
+                # The rest goes into a view of the app's buffer: asyncio's
+                # buf[offset:] is a copy when buf is a bytearray, and what
+                # was read into it was lost.
+                view = None
+                try:
+                    while offset < wants:
+                        if not incoming.pending and not incoming.eof and not sslobj.pending():
+                            break  # the next read would raise SSLWantReadError
+                        if view is None:
+                            view = memoryview(buf).cast("B")
+                        count = sslobj.read(wants - offset, view[offset:])
+                        if count > 0:
+                            offset += count
+                        else:
+                            break
                     else:
-                        break
-                else:
-                    if _LAMBDA_DO_READ:
-                        self._loop.call_soon(lambda: self._do_read())
-                    else:
-                        self._loop.call_soon(self._do_read)
+                        if _LAMBDA_DO_READ:
+                            self._loop.call_soon(lambda: self._do_read())
+                        else:
+                            self._loop.call_soon(self._do_read)
+                finally:
+                    if view is not None:
+                        view.release()  # the app may resize its buffer
         except _AGAIN:
             pass
         if offset > 0:
