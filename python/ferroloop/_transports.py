@@ -17,6 +17,7 @@ names their cores serve as is, and `_fatal_error`'s report.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import math
 import selectors
@@ -424,6 +425,8 @@ class TransportFactories:
         self._ensure_fd_no_transport(sock)
         if type(sock) is not socket.socket:
             return _asyncio_socket_transport(self, sock, protocol, waiter, extra, server, context)
+        if context is None:  # before 3.15 (or a direct call): the creator's, as 3.15's
+            context = contextvars.copy_context()
         return SocketTransport(self, sock, protocol, waiter, extra, server, context)
 
     def _make_datagram_transport(
@@ -461,6 +464,8 @@ class TransportFactories:
         if type(rawsock) is not socket.socket:
             _asyncio_socket_transport(self, rawsock, ssl_protocol, None, extra, server, context)
         else:
+            if context is None:  # before 3.15 (or a direct call): the creator's
+                context = contextvars.copy_context()
             SocketTransport(
                 self, rawsock, ssl_protocol, extra=extra, server=server, context=context
             )
