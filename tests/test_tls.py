@@ -50,7 +50,7 @@ import sys
 
 import pytest
 from support import is_ferroloop, open_fd_count
-from tls_support import CLIENT_CN, SNI_NAME
+from tls_support import CLIENT_CN, SNI_NAME, Recorder
 from transport_support import HOST, MB, pattern, run, wait_until
 
 NEW_SSLPROTO = sys.version_info >= (3, 11)
@@ -79,56 +79,6 @@ def rss_bytes() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS in /proc/self/status")
-
-
-class Recorder(asyncio.Protocol):
-    """Records every callback in order ("data" coalesced); echoes if asked."""
-
-    def __init__(self, loop, echo=False):
-        self.loop = loop
-        self.echo = echo
-        self.events = []
-        self.data = bytearray()
-        self.transport = None
-        self.lost_calls = 0
-        self.lost_exc = None
-        self.made = loop.create_future()
-        self.lost = loop.create_future()
-        self._want = None
-
-    def connection_made(self, transport):
-        self.events.append("made")
-        self.transport = transport
-        self.made.set_result(transport)
-
-    def data_received(self, data):
-        assert data, "data_received with empty data"
-        if not self.events or self.events[-1] != "data":
-            self.events.append("data")
-        self.data += data
-        if self.echo:
-            self.transport.write(data)
-        want = self._want
-        if want is not None and len(self.data) >= want[0] and not want[1].done():
-            want[1].set_result(None)
-
-    def eof_received(self):
-        self.events.append("eof")
-
-    def connection_lost(self, exc):
-        self.events.append("lost")
-        self.lost_calls += 1
-        self.lost_exc = exc
-        if not self.lost.done():
-            self.lost.set_result(exc)
-
-    async def received(self, n, timeout=3.0):
-        """Wait until n bytes in all have been received."""
-        if len(self.data) < n:
-            fut = self.loop.create_future()
-            self._want = (n, fut)
-            await asyncio.wait_for(fut, timeout)
-        return bytes(self.data)
 
 
 class Server:
