@@ -51,7 +51,7 @@ import sys
 import pytest
 from support import is_ferroloop, open_fd_count
 from tls_support import CLIENT_CN, SNI_NAME, Recorder
-from transport_support import HOST, MB, pattern, run, wait_until
+from transport_support import HOST, MB, pattern, recv_until_eof, run, wait_until
 
 NEW_SSLPROTO = sys.version_info >= (3, 11)
 needs_311 = pytest.mark.skipif(
@@ -236,17 +236,6 @@ def reset_and_close(sock):
     sock.close()
 
 
-async def recv_until_eof(loop, sock):
-    buf = bytearray()
-    while True:
-        try:
-            chunk = await loop.sock_recv(sock, MB)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
 
 
 # --- ssl= on every way to make a connection -------------------------------------

@@ -42,7 +42,7 @@ from asyncio import base_events
 import ferroloop
 import pytest
 from tls_support import Recorder
-from transport_support import HOST, MB, pattern, run, wait_until
+from transport_support import HOST, MB, pattern, recv_until_eof, run, wait_until
 
 pytestmark = [
     pytest.mark.skipif(
@@ -186,18 +186,6 @@ async def connected_raw_socket(loop, port, *, rcvbuf=None):
     return sock
 
 
-async def recv_until_eof(loop, sock):
-    """Everything until the TCP connection ends (EOF or reset)."""
-    buf = bytearray()
-    while True:
-        try:
-            chunk = await loop.sock_recv(sock, MB)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
 
 
 def listening_socket():

@@ -107,3 +107,17 @@ async def stream_pair(loop, start_server, connect, default_factory, client_facto
         server.close()
         await server.wait_closed()
         await asyncio.sleep(0.01)  # let connection_lost callbacks run
+
+
+async def recv_until_eof(loop, sock):
+    """Everything a socket receives until the TCP connection ends (EOF or reset)."""
+    buf = bytearray()
+    while True:
+        try:
+            chunk = await loop.sock_recv(sock, MB)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
