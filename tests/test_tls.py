@@ -51,7 +51,7 @@ import sys
 import pytest
 from support import is_ferroloop, open_fd_count
 from tls_support import CLIENT_CN, SNI_NAME, Recorder
-from transport_support import HOST, MB, pattern, recv_until_eof, run, wait_until
+from transport_support import HOST, MB, pattern, recv_until_closed, run, wait_until
 
 NEW_SSLPROTO = sys.version_info >= (3, 11)
 needs_311 = pytest.mark.skipif(
@@ -234,8 +234,6 @@ def reset_and_close(sock):
     """Close with SO_LINGER 0: the peer gets an RST, not a FIN."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
-
-
 
 
 # --- ssl= on every way to make a connection -------------------------------------
@@ -885,7 +883,7 @@ def test_peer_eof_in_the_middle_of_a_record(any_loop, certs, handler_calls):
                 sock.shutdown(socket.SHUT_WR)
                 sv = srv.made()[0]
                 exc = await asyncio.wait_for(sv.lost, 3)
-                await recv_until_eof(any_loop, sock)  # the server closed its end too
+                await recv_until_closed(any_loop, sock)  # the server closed its end too
             await asyncio.sleep(0.02)
             return sv, exc
         finally:
@@ -924,7 +922,7 @@ def test_handshake_timeout_client(any_loop, certs, handler_calls):
             )
             conn, _ = await asyncio.wait_for(accepting, 1)
             with conn:
-                hello = await asyncio.wait_for(recv_until_eof(any_loop, conn), 2)
+                hello = await asyncio.wait_for(recv_until_closed(any_loop, conn), 2)
         assert hello[:1] == b"\x16"  # a handshake record: the ClientHello
         await check_tls_echo(any_loop, certs)
         gc.collect()
@@ -946,7 +944,7 @@ def test_handshake_timeout_server(any_loop, certs, handler_calls):
             sock = await connected_raw_socket(any_loop, srv.port)
             with sock:
                 t0 = any_loop.time()
-                got = await asyncio.wait_for(recv_until_eof(any_loop, sock), 2)
+                got = await asyncio.wait_for(recv_until_closed(any_loop, sock), 2)
                 elapsed = any_loop.time() - t0
             assert got == b""
             assert [p.events for p in srv.protocols] in ([], [[]])
@@ -1415,7 +1413,7 @@ def test_records_and_close_notify_in_one_read(any_loop, certs, handler_calls):
                 await wait_until(lambda: srv.made())
                 sv = srv.made()[0]
                 exc = await asyncio.wait_for(sv.lost, 3)
-                await recv_until_eof(any_loop, sock)  # the server closed its end too
+                await recv_until_closed(any_loop, sock)  # the server closed its end too
             return sv, exc, payload
         finally:
             await srv.close()

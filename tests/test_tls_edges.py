@@ -42,7 +42,7 @@ from asyncio import base_events
 import ferroloop
 import pytest
 from tls_support import Recorder
-from transport_support import HOST, MB, pattern, recv_until_eof, run, wait_until
+from transport_support import HOST, MB, pattern, recv_until_closed, run, wait_until
 
 pytestmark = [
     pytest.mark.skipif(
@@ -184,8 +184,6 @@ async def connected_raw_socket(loop, port, *, rcvbuf=None):
     sock.setblocking(False)
     await loop.sock_connect(sock, (HOST, port))
     return sock
-
-
 
 
 def listening_socket():
@@ -762,7 +760,7 @@ def test_d_close_while_paused_after_the_peer_ended(loop, certs, how):
                 sv_exc = await asyncio.wait_for(sv.lost, 4)
                 elapsed = loop.time() - t0
                 # The client sees the TCP connection end.
-                await asyncio.wait_for(recv_until_eof(loop, sock), 3)
+                await asyncio.wait_for(recv_until_closed(loop, sock), 3)
             return sv, sv_exc, elapsed
         finally:
             await srv.close()

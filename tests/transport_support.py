@@ -109,8 +109,9 @@ async def stream_pair(loop, start_server, connect, default_factory, client_facto
         await asyncio.sleep(0.01)  # let connection_lost callbacks run
 
 
-async def recv_until_eof(loop, sock):
-    """Everything a socket receives until the TCP connection ends (EOF or reset)."""
+async def recv_until_closed(loop, sock):
+    """Everything a socket receives until the TCP connection ends (EOF or
+    reset; recv_until_eof lets a reset raise)."""
     buf = bytearray()
     while True:
         try:
