@@ -93,6 +93,7 @@ def test_tcp_nodelay_on_sockets_handed_in(any_loop, proto):
 
         def on_client(reader, writer):
             accepted.append(_nodelay(writer.get_extra_info("socket")))
+            writer.close()  # 3.12+: wait_closed() waits for the connections
 
         server = await asyncio.start_server(on_client, sock=listener)
         client = socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
@@ -109,7 +110,8 @@ def test_tcp_nodelay_on_sockets_handed_in(any_loop, proto):
         return result
 
     expected = proto == socket.IPPROTO_TCP or is_ferroloop(any_loop)
-    assert any_loop.run_until_complete(main()) == (expected, expected)
+    result = any_loop.run_until_complete(asyncio.wait_for(main(), 10))
+    assert result == (expected, expected)
 
 
 class CountingSocket(socket.socket):
