@@ -68,10 +68,10 @@ pub struct StreamCore {
     st: Mutex<State>,
     /// The last `data_received` read was at least `DIRECT_READ_MIN` bytes.
     large_reads: AtomicBool,
-    /// The `contextvars.Context` the protocol's callbacks run in (3.15's
-    /// `context=`: the creator's); None: a copy of the current context at
-    /// each scheduling, as asyncio before 3.15.
-    context: Option<Py<PyAny>>,
+    /// The `contextvars.Context` the protocol's callbacks run in: its
+    /// creator's (asyncio 3.15's rule, which `SocketTransport` follows on
+    /// every version).
+    context: Py<PyAny>,
 }
 
 fn is_buffered_protocol(protocol: &Bound<'_, PyAny>) -> PyResult<bool> {
@@ -168,14 +168,13 @@ impl StreamCore {
             slf.getattr(intern!(py, "_write_ready"))?
         };
         let this = slf.get();
-        let context = this.context.as_ref().map(|c| c.bind(py).clone());
         CoreLoop::watch(
             this.loop_.bind(py),
             dir,
             this.fd,
             callback,
             PyTuple::empty(py),
-            context,
+            Some(this.context.bind(py).clone()),
         )?;
         Ok(())
     }
@@ -417,19 +416,18 @@ pub(crate) fn as_bytes_obj<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bo
 #[pymethods]
 impl StreamCore {
     #[new]
-    #[pyo3(signature = (loop_, fd, transport, protocol, context=None))]
     fn new(
         loop_: &Bound<'_, CoreLoop>,
         fd: RawFd,
         transport: Py<PyAny>,
         protocol: &Bound<'_, PyAny>,
-        context: Option<Py<PyAny>>,
+        context: Py<PyAny>,
     ) -> PyResult<Self> {
         Ok(StreamCore {
             loop_: loop_.clone().unbind(),
             fd,
             large_reads: AtomicBool::new(false),
-            context: context.filter(|c| !c.is_none(loop_.py())),
+            context,
             st: Mutex::new(State {
                 transport: Some(transport),
                 buffered: is_buffered_protocol(protocol)?,
@@ -693,7 +691,7 @@ impl StreamCore {
                 this.loop_.bind(py),
                 transport,
                 py.None().into_bound(py),
-                this.context.as_ref(),
+                Some(&this.context),
             )?;
         }
         Ok(())
@@ -729,7 +727,7 @@ impl StreamCore {
         if !was_closing {
             this.unwatch(py, READABLE)?;
         }
-        schedule_connection_lost(this.loop_.bind(py), transport, exc, this.context.as_ref())
+        schedule_connection_lost(this.loop_.bind(py), transport, exc, Some(&this.context))
     }
 
     fn is_closing(&self) -> bool {

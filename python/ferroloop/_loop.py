@@ -294,8 +294,8 @@ class Loop(CoreLoop, TransportFactories, UnixServices, unix_events.SelectorEvent
                     raise
                 fd = found[0]
         removed = remove(fd)
-        if fileobjs and isinstance(fd, int) and fd in fileobjs and self._fd_key(fd) is None:
-            del fileobjs[fd]
+        if fileobjs and fd in fileobjs and self._fd_key(fd) is None:
+            del fileobjs[fd]  # gone in both directions
         return removed
 
     # CoreLoop.create_task's path for task factories and debug mode.

@@ -206,8 +206,11 @@ class SocketTransport(
         self._sock_fd = sock.fileno()
         self._protocol_connected = True
         self._server = server
-        # 3.15: the protocol's callbacks run in `context` (its creator's);
-        # None: in a copy of the context current when each is scheduled.
+        # The protocol's callbacks run in its creator's context: the one
+        # asyncio 3.15 passes, else (before 3.15, or a direct call) a copy
+        # of the current one, as 3.15 makes.
+        if context is None:
+            context = contextvars.copy_context()
         self._context = context
         core = self._core = StreamCore(loop, self._sock_fd, self, protocol, context)
         # The hot methods are the core's own: no Python frame per call.
@@ -402,10 +405,13 @@ _ASYNCIO_TRANSPORT_TAKES_CONTEXT = (
 )
 
 
-def _asyncio_socket_transport(loop, sock, protocol, waiter, extra, server, context):
-    """asyncio's own socket transport, for a `socket.socket` subclass: it
-    calls the socket's own recv/send methods (which a subclass may override,
-    as websockets' tests do), where the native core uses the fd."""
+def _socket_transport(loop, sock, protocol, waiter, extra, server, context):
+    """A `SocketTransport` for a plain socket; asyncio's own socket transport
+    for a `socket.socket` subclass: it calls the socket's own recv/send
+    methods (which a subclass may override, as websockets' tests do), where
+    the native core uses the fd."""
+    if type(sock) is socket.socket:
+        return SocketTransport(loop, sock, protocol, waiter, extra, server, context)
     kwargs = {"context": context} if _ASYNCIO_TRANSPORT_TAKES_CONTEXT else {}
     return selector_events._SelectorSocketTransport(
         loop, sock, protocol, waiter, extra, server, **kwargs
@@ -417,17 +423,14 @@ class TransportFactories:
     create_server, start_tls, ...) make their transports."""
 
     # Each factory takes (and ignores) keyword arguments that a later asyncio
-    # may add: a new one fails tests/test_borrowed.py, not every connection.
+    # may add: a new one fails tests/test_asyncio_internals.py, not every
+    # connection.
 
     def _make_socket_transport(
         self, sock, protocol, waiter=None, *, extra=None, server=None, context=None, **_later
     ):
         self._ensure_fd_no_transport(sock)
-        if type(sock) is not socket.socket:
-            return _asyncio_socket_transport(self, sock, protocol, waiter, extra, server, context)
-        if context is None:  # before 3.15 (or a direct call): the creator's, as 3.15's
-            context = contextvars.copy_context()
-        return SocketTransport(self, sock, protocol, waiter, extra, server, context)
+        return _socket_transport(self, sock, protocol, waiter, extra, server, context)
 
     def _make_datagram_transport(
         self, sock, protocol, address=None, waiter=None, extra=None, **_later
@@ -461,12 +464,5 @@ class TransportFactories:
             server_hostname,
             **{k: v for k, v in options.items() if k in _SSL_PROTOCOL_OPTIONS},
         )
-        if type(rawsock) is not socket.socket:
-            _asyncio_socket_transport(self, rawsock, ssl_protocol, None, extra, server, context)
-        else:
-            if context is None:  # before 3.15 (or a direct call): the creator's
-                context = contextvars.copy_context()
-            SocketTransport(
-                self, rawsock, ssl_protocol, extra=extra, server=server, context=context
-            )
+        _socket_transport(self, rawsock, ssl_protocol, None, extra, server, context)
         return ssl_protocol._app_transport

@@ -344,7 +344,7 @@ class UnixServices:
     _child_pidfds: dict[int, tuple[int, _SubprocessTransport]] | None = None
 
     # Keyword arguments a later asyncio may add are taken (and ignored): a
-    # new one fails tests/test_borrowed.py, not every pipe.
+    # new one fails tests/test_asyncio_internals.py, not every pipe.
 
     def _make_read_pipe_transport(self, pipe, protocol, waiter=None, extra=None, **_later):
         return ReadPipeTransport(self, pipe, protocol, waiter, extra)
