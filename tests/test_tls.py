@@ -50,7 +50,14 @@ import sys
 
 import pytest
 from support import is_ferroloop, open_fd_count
-from tls_support import CLIENT_CN, SNI_NAME, Recorder
+from tls_support import (
+    CLIENT_CN,
+    SNI_NAME,
+    RawTLS,
+    Recorder,
+    connected_raw_socket,
+    listening_socket,
+)
 from transport_support import HOST, MB, pattern, recv_until_closed, run, wait_until
 
 NEW_SSLPROTO = sys.version_info >= (3, 11)
@@ -166,68 +173,6 @@ async def check_tls_echo(loop, certs):
         assert await asyncio.wait_for(cl.lost, 3) is None
         assert await asyncio.wait_for(sv.lost, 3) is None
     assert cl.lost_calls == sv.lost_calls == 1
-
-
-class RawTLS:
-    """A TLS endpoint driven by hand: an ssl.SSLObject over MemoryBIOs on a
-    plain non-blocking socket, through the loop's sock_* methods. It lets a
-    test stop reading, send half a record or cut the TCP connection under
-    TLS, which no asyncio transport does on purpose."""
-
-    def __init__(self, loop, sock, ctx, *, server_side, server_hostname=None):
-        self.loop = loop
-        self.sock = sock
-        self.incoming = ssl.MemoryBIO()
-        self.outgoing = ssl.MemoryBIO()
-        self.obj = ctx.wrap_bio(
-            self.incoming, self.outgoing, server_side=server_side, server_hostname=server_hostname
-        )
-
-    async def flush(self):
-        data = self.outgoing.read()
-        if data:
-            await self.loop.sock_sendall(self.sock, data)
-
-    async def feed(self):
-        data = await self.loop.sock_recv(self.sock, 65536)
-        if not data:
-            raise ConnectionResetError("raw TLS peer: EOF")
-        self.incoming.write(data)
-
-    async def handshake(self):
-        while True:
-            try:
-                self.obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                await self.flush()
-                await self.feed()
-        await self.flush()
-
-    def records(self, data: bytes) -> bytes:
-        """data, encrypted into TLS records (not sent)."""
-        self.obj.write(data)
-        return self.outgoing.read()
-
-
-def listening_socket():
-    lsock = socket.create_server((HOST, 0))
-    lsock.setblocking(False)
-    return lsock
-
-
-def raw_tls_client(loop, sock, certs):
-    """The client side of a hand-driven TLS connection to the test server."""
-    return RawTLS(
-        loop, sock, certs.client_context(), server_side=False, server_hostname="localhost"
-    )
-
-
-async def connected_raw_socket(loop, port):
-    sock = socket.socket()
-    sock.setblocking(False)
-    await loop.sock_connect(sock, (HOST, port))
-    return sock
 
 
 def reset_and_close(sock):
@@ -874,7 +819,7 @@ def test_peer_eof_in_the_middle_of_a_record(any_loop, certs, handler_calls):
         try:
             sock = await connected_raw_socket(any_loop, srv.port)
             with sock:
-                peer = raw_tls_client(any_loop, sock, certs)
+                peer = RawTLS.client(any_loop, sock, certs)
                 await peer.handshake()
                 whole = peer.records(b"a whole record")
                 half = peer.records(b"a record cut in two")
@@ -1017,7 +962,7 @@ def test_client_goes_away_during_handshake(any_loop, certs, handler_calls, how):
         srv = await Server(any_loop).start(certs.server_context())
         try:
             sock = await connected_raw_socket(any_loop, srv.port)
-            peer = raw_tls_client(any_loop, sock, certs)
+            peer = RawTLS.client(any_loop, sock, certs)
             with pytest.raises(ssl.SSLWantReadError):
                 peer.obj.do_handshake()
             await peer.flush()  # the ClientHello
@@ -1399,7 +1344,7 @@ def test_records_and_close_notify_in_one_read(any_loop, certs, handler_calls):
         try:
             sock = await connected_raw_socket(any_loop, srv.port)
             with sock:
-                peer = raw_tls_client(any_loop, sock, certs)
+                peer = RawTLS.client(any_loop, sock, certs)
                 await peer.handshake()
                 payload = pattern(sum(sizes))
                 wire, offset = b"", 0

@@ -33,7 +33,6 @@ MemoryBIOs on a plain socket, through the loop's sock_* methods.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
 import sys
@@ -41,7 +40,7 @@ from asyncio import base_events
 
 import ferroloop
 import pytest
-from tls_support import Recorder
+from tls_support import RawTLS, Recorder, connected_raw_socket, listening_socket
 from transport_support import HOST, MB, pattern, recv_until_closed, run, wait_until
 
 pytestmark = [
@@ -67,129 +66,6 @@ def capture_handler(loop):
     calls = []
     loop.set_exception_handler(lambda _loop, context: calls.append(context))
     return calls
-
-
-class RawTLS:
-    """A TLS endpoint driven by hand: an ssl.SSLObject over MemoryBIOs on a
-    plain non-blocking socket, through the loop's sock_* methods."""
-
-    def __init__(self, loop, sock, ctx, *, server_side, server_hostname=None):
-        self.loop = loop
-        self.sock = sock
-        self.incoming = ssl.MemoryBIO()
-        self.outgoing = ssl.MemoryBIO()
-        self.obj = ctx.wrap_bio(
-            self.incoming, self.outgoing, server_side=server_side, server_hostname=server_hostname
-        )
-
-    @classmethod
-    def client(cls, loop, sock, certs, ctx=None):
-        ctx = ctx or certs.client_context()
-        return cls(loop, sock, ctx, server_side=False, server_hostname="localhost")
-
-    async def flush(self):
-        data = self.outgoing.read()
-        if data:
-            await self.loop.sock_sendall(self.sock, data)
-
-    async def feed(self):
-        data = await self.loop.sock_recv(self.sock, 65536)
-        if not data:
-            raise ConnectionResetError("raw TLS peer: EOF")
-        self.incoming.write(data)
-
-    async def handshake(self, *, send_last_flight=True):
-        """The handshake; with send_last_flight=False, this side's last
-        flight stays in the outgoing BIO (for the caller to send with
-        more)."""
-        while True:
-            try:
-                self.obj.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                await self.flush()
-                await self.feed()
-        if send_last_flight:
-            await self.flush()
-
-    def records(self, data: bytes) -> bytes:
-        """data, encrypted into TLS records (not sent)."""
-        self.obj.write(data)
-        return self.outgoing.read()
-
-    def close_notify(self) -> bytes:
-        """Our close_notify (not sent)."""
-        with contextlib.suppress(ssl.SSLWantReadError):
-            self.obj.unwrap()
-        return self.outgoing.read()
-
-    async def read(self, n, timeout=3.0):
-        """At least n bytes of application data; an SSLError (a record
-        that does not decrypt, clear text, ...) is returned, not raised."""
-        data = bytearray()
-
-        async def reader():
-            while len(data) < n:
-                try:
-                    data.extend(self.obj.read(MB))
-                except ssl.SSLWantReadError:
-                    await self.feed()
-
-        try:
-            await asyncio.wait_for(reader(), timeout)
-        except ssl.SSLError as exc:
-            return bytes(data), exc
-        return bytes(data), None
-
-    async def read_until_close(self, timeout=3.0):
-        """Decrypt everything until the peer's close_notify or TCP EOF:
-        (application data, whether a close_notify came)."""
-        data = bytearray()
-
-        async def reader():
-            while True:
-                try:
-                    chunk = self.obj.read(MB)
-                except ssl.SSLWantReadError:
-                    try:
-                        raw = await self.loop.sock_recv(self.sock, MB)
-                    except ConnectionResetError:
-                        return False
-                    if not raw:
-                        return False
-                    self.incoming.write(raw)
-                    continue
-                except ssl.SSLZeroReturnError:
-                    return True
-                if not chunk:
-                    return True
-                data.extend(chunk)
-
-        close_notify = await asyncio.wait_for(reader(), timeout)
-        return bytes(data), close_notify
-
-    async def answer_close(self):
-        """Read until the peer's close_notify, then send ours."""
-        _, close_notify = await self.read_until_close()
-        assert close_notify, "the peer ended the TCP connection without close_notify"
-        await self.loop.sock_sendall(self.sock, self.close_notify())
-
-
-async def connected_raw_socket(loop, port, *, rcvbuf=None):
-    sock = socket.socket()
-    if rcvbuf is not None:
-        # A small receive buffer: a server's writes back up quickly once
-        # this end stops reading.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setblocking(False)
-    await loop.sock_connect(sock, (HOST, port))
-    return sock
-
-
-def listening_socket():
-    lsock = socket.create_server((HOST, 0))
-    lsock.setblocking(False)
-    return lsock
 
 
 def tls12_only(ctx):
