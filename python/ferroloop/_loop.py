@@ -23,13 +23,13 @@ import weakref
 from asyncio import base_events, events, selector_events, unix_events
 from typing import TYPE_CHECKING
 
+from ._factories import TransportFactories
 from ._ferroloop import CoreLoop, SockWaiter
 from ._ferroloop import sock_recv as _native_sock_recv
 from ._ferroloop import sock_recv_into as _native_sock_recv_into
 from ._ferroloop import sock_sendall as _native_sock_sendall
+from ._subprocess import SubprocessServices
 from ._telemetry import Watchdog, check_threshold, threshold_from_env
-from ._transports import TransportFactories
-from ._unix import UnixServices
 
 if TYPE_CHECKING:
     from . import _stats
@@ -120,7 +120,7 @@ def _nonblocking_only(name: str):
     return method
 
 
-class Loop(CoreLoop, TransportFactories, UnixServices, unix_events.SelectorEventLoop):
+class Loop(CoreLoop, TransportFactories, SubprocessServices, unix_events.SelectorEventLoop):
     """An asyncio event loop whose core runs in Rust."""
 
     _slow_threshold: float | None = None

@@ -4,9 +4,10 @@ from asyncio import unix_events
 
 from ._ferroloop import CoreLoop
 from ._stats import LoopStats
-from ._unix import UnixServices
+from ._factories import TransportFactories
+from ._subprocess import SubprocessServices
 
-class Loop(CoreLoop, UnixServices, unix_events.SelectorEventLoop):  # type: ignore[misc]
+class Loop(CoreLoop, TransportFactories, SubprocessServices, unix_events.SelectorEventLoop):  # type: ignore[misc]
     def __init__(self) -> None: ...
 
     # Telemetry (ferroloop only; docs/telemetry.md).
