@@ -147,6 +147,10 @@ class SSLProtocol(sslproto.SSLProtocol):
                 return
             # _do_read() of a WRAPPED connection; for a non-buffered app
             # protocol with _do_read__copied() and _process_outgoing() inlined.
+            # Deliberate copies (here and in _SSLProtocolTransport.write): with
+            # the calls instead, a 1 KiB TLS echo round trip costs 8% more
+            # instructions (callgrind, 3.11: 90.2k against 83.5k). The cold
+            # paths (_do_read: resume, handshake, FLUSHING) call the methods.
             try:
                 if self._app_protocol_is_buffer:
                     self._do_read__buffered()
