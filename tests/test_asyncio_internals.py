@@ -149,3 +149,19 @@ def test_entries_are_well_formed() -> None:
         assert entry.use in {"override", "call", "subclass", "read", "attribute"}, entry
         assert entry.where and entry.why, entry
         assert (entry.owner is not None) == (entry.use == "attribute"), entry
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 keeps asyncio's TLS layer")
+def test_start_tls_builds_ferroloops_ssl_protocol() -> None:
+    """ferroloop's loop.start_tls is asyncio's code with its global `sslproto`
+    rebound (ferroloop/_ssl.py): that works while asyncio's start_tls builds
+    `sslproto.SSLProtocol` by that global name."""
+    from asyncio import base_events
+
+    from ferroloop import _ssl
+
+    code = base_events.BaseEventLoop.start_tls.__code__
+    assert "sslproto" in code.co_names and "SSLProtocol" in code.co_names
+    assert ferroloop.Loop.start_tls is _ssl.start_tls
+    assert _ssl.start_tls.__code__ is code
+    assert _ssl.start_tls.__globals__["sslproto"].SSLProtocol is _ssl.SSLProtocol

@@ -284,6 +284,14 @@ BORROWED: list[Borrowed] = [
         "the Popen whose returncode ferroloop sets after reaping",
     ),
     _r("sslproto.SSLProtocol", "_ssl.py", "TLS with a shorter data path", use="subclass"),
+    _o(
+        f"{_BASE}.start_tls",
+        "_ssl.py, _factories.py",
+        "asyncio's own code, run with its global sslproto.SSLProtocol meaning ferroloop's",
+        "self transport protocol sslcontext server_side server_hostname "
+        "ssl_handshake_timeout ssl_shutdown_timeout",
+        since=(3, 11),
+    ),
     _r("sslproto._SSLProtocolTransport", "_ssl.py", "its write()", use="subclass", since=(3, 11)),
     _r("sslproto.SSLProtocolState", "_ssl.py", "TLS states", since=(3, 11)),
     _r("sslproto.SSLAgainErrors", "_ssl.py", "the errors that mean 'again'", since=(3, 11)),

@@ -30,6 +30,10 @@ class TransportFactories:
     """The loop methods through which asyncio's services (create_connection,
     create_server, start_tls, ...) make their transports."""
 
+    # loop.start_tls: asyncio's own, building ferroloop's SSLProtocol (3.11+).
+    if _ssl.start_tls is not None:
+        start_tls = _ssl.start_tls
+
     # Each factory takes (and ignores) keyword arguments that a later asyncio
     # may add: a new one fails tests/test_asyncio_internals.py, not every
     # connection.

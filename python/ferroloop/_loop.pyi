@@ -2,9 +2,9 @@
 
 from asyncio import unix_events
 
+from ._factories import TransportFactories
 from ._ferroloop import CoreLoop
 from ._stats import LoopStats
-from ._factories import TransportFactories
 from ._subprocess import SubprocessServices
 
 class Loop(CoreLoop, TransportFactories, SubprocessServices, unix_events.SelectorEventLoop):  # type: ignore[misc]

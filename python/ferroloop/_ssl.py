@@ -41,16 +41,19 @@ uvloop's TLS layer (which asyncio's was ported from) does:
   nothing) completes the shutdown;
 - a connection upgraded by start_tls (whose protocol gets no
   connection_made) delivers its first data after the waiter's callbacks,
-  so that the code awaiting start_tls has the new transport first. (This
-  takes effect once `loop.start_tls` builds this class; asyncio's, which
-  ferroloop's loop runs, builds its own.)
+  so that the code awaiting start_tls has the new transport first.
+
+`start_tls` is the loop's `start_tls`: asyncio's own function (its code, as
+the running CPython has it), run with `sslproto.SSLProtocol` meaning this
+module's class.
 """
 
 from __future__ import annotations
 
 import ssl
 import sys
-from asyncio import sslproto
+import types
+from asyncio import base_events, sslproto
 
 # 3.10's sslproto (the _SSLPipe design) has none of these: there `SSLProtocol`
 # is asyncio's class (end of module).
@@ -451,3 +454,39 @@ class SSLProtocol(sslproto.SSLProtocol):
 
 if sys.version_info < (3, 11):
     SSLProtocol = sslproto.SSLProtocol
+
+
+class _SSLProtoWithOurProtocol:
+    """`asyncio.sslproto` as seen by `start_tls`: its names, but
+    `SSLProtocol` is ferroloop's."""
+
+    SSLProtocol = SSLProtocol
+
+    def __getattr__(self, name):
+        return getattr(sslproto, name)
+
+
+def _asyncio_code_with_our_ssl_protocol(func):
+    """asyncio's `func` with the same code, defaults and names, whose global
+    `sslproto` is `_SSLProtoWithOurProtocol`: the steps stay the running
+    CPython's (3.14 moves a StreamReader's buffered bytes, for one), only
+    the class it builds changes."""
+    assert not func.__code__.co_freevars, func  # no closure to carry over
+    module_globals = dict(func.__globals__)
+    module_globals["sslproto"] = _SSLProtoWithOurProtocol()
+    ours = types.FunctionType(
+        func.__code__, module_globals, func.__name__, func.__defaults__, func.__closure__
+    )
+    ours.__kwdefaults__ = func.__kwdefaults__
+    ours.__qualname__ = func.__qualname__
+    ours.__doc__ = func.__doc__
+    ours.__module__ = __name__
+    return ours
+
+
+# 3.10 keeps asyncio's TLS layer, and its start_tls.
+start_tls = (
+    None
+    if SSLProtocol is sslproto.SSLProtocol
+    else _asyncio_code_with_our_ssl_protocol(base_events.BaseEventLoop.start_tls)
+)
