@@ -33,13 +33,11 @@ import socket
 import ssl
 import stat
 import sys
+from pathlib import Path
 
-LOOPS = {  # name -> module with new_event_loop()
-    "asyncio": "asyncio",
-    "uvloop": "uvloop",
-    "rloop": "rloop",
-    "ferroloop": "ferroloop",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/
+from loops import LOOPS  # (benchmarks/loops.py)
+
 READ_SIZE = 256 * 1024  # more than the largest message, as every mode's read size
 
 
