@@ -14,6 +14,7 @@ really comes from; the suite refuses a baseline that does not import from DIR.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -29,6 +30,17 @@ LOOPS = {  # name -> module with new_event_loop()
 BASE = "ferroloop-base"  # the older ferroloop of --baseline DIR
 CEILING = "ceiling"  # the pure-Rust servers (echo/rust), measured like a loop
 _base_dir: str | None = None
+
+
+LOOP_FILE = "loop module: "  # how a server's stderr says where its loop came from
+
+
+def import_loop(module_name: str):
+    """In a server: import a loop's module and say where from on stderr (the
+    first line; echo/measure.py records it with each result as `loop_file`)."""
+    loop_module = importlib.import_module(module_name)
+    print(f"{LOOP_FILE}{loop_module.__file__}", file=sys.stderr, flush=True)
+    return loop_module
 
 
 def set_baseline(directory: str) -> None:

@@ -288,6 +288,18 @@ def locate_loops(wanted: list[str]) -> dict[str, dict]:
     return found
 
 
+def baseline_check(results: list[dict], env: dict) -> str:
+    """Where the baseline's children imported ferroloop from (each result's
+    loop_file, as the child said), for the header."""
+    files = {x["loop_file"] for x in results if x["loop"] == BASE and "loop_file" in x}
+    runs = sum(x["loop"] == BASE for x in results)
+    text = f"{BASE}: ferroloop {env['versions'].get(BASE)} from {env['baseline']}"
+    outside = sorted(f for f in files if not Path(f).resolve().is_relative_to(env["baseline"]))
+    if outside:
+        return f"{text}; WARNING: some of its runs imported ferroloop from {', '.join(outside)}"
+    return f"{text}; its {runs} runs imported {', '.join(sorted(files)) or '?'}"
+
+
 def environment(located: dict[str, dict], args, settings: Settings) -> dict:
     try:
         commit = subprocess.run(
@@ -304,7 +316,7 @@ def environment(located: dict[str, dict], args, settings: Settings) -> dict:
         "machine": platform.machine(),
         "versions": {name: where["version"] for name, where in located.items()},
         "loop_files": {name: where["file"] for name, where in located.items()},
-        "baseline": args.baseline,
+        "baseline": str(Path(args.baseline).resolve()) if args.baseline else None,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": commit,
         "cpus": os.cpu_count(),
@@ -517,7 +529,7 @@ def main(argv=None) -> int:
     if env["tls_ciphers"]:
         print(f"TLS 1.3, cipher suite {', '.join(env['tls_ciphers'])} (every loop)")
     if args.baseline:
-        print(f"{BASE}: ferroloop {env['versions'].get(BASE)} from {env['loop_files'].get(BASE)}")
+        print(baseline_check(runner.results, env))
     print("\n" + format_table(summary, loops))
     print("\n" + report.LEGEND + "\n")
     print(format_headline(summary, loops))

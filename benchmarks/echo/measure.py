@@ -183,7 +183,12 @@ def serve_and_drive(command: list[str], drive, env: dict | None = None) -> dict:
         )
         try:
             address = _wait_ready(server)
-            return drive(server, address)
+            result = drive(server, address)
+            server_err.seek(0)
+            for line in server_err.read(65536).splitlines():
+                if line.startswith(loops.LOOP_FILE):
+                    result["loop_file"] = line.removeprefix(loops.LOOP_FILE)
+            return result
         except (RuntimeError, ValueError) as error:
             stderr = _tail(server_err)
             last = stderr.strip().splitlines()[-1:] or [""]

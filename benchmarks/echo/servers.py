@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import os
 import socket
 import ssl
@@ -36,7 +35,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/
-from loops import LOOPS  # (benchmarks/loops.py)
+from loops import LOOPS, import_loop  # (benchmarks/loops.py)
 
 READ_SIZE = 256 * 1024  # more than the largest message, as every mode's read size
 
@@ -190,7 +189,7 @@ def server_context(cert: str, key: str) -> ssl.SSLContext:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    loop = importlib.import_module(LOOPS[args.loop]).new_event_loop()
+    loop = import_loop(LOOPS[args.loop]).new_event_loop()
     asyncio.set_event_loop(loop)
     listener = listen(args.addr, args.unix)
     where = address(listener)  # before a loop may take the socket over
