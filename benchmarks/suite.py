@@ -4,7 +4,9 @@
     python benchmarks/suite.py                # every workload, 3 rounds: ~15-20 minutes
     python benchmarks/suite.py --loops uvloop,ferroloop --workloads echo/protocol,http
     python benchmarks/suite.py --list         # the workloads (table lines) and exit
-    python benchmarks/suite.py --workloads echo/protocol --echo-concurrency 16,64
+    python benchmarks/suite.py --workloads echo,tls --echo-modes protocol --echo-sizes 1k,100k \
+        --echo-concurrency 16,64 --unix --cpu   # echo shapes of your choice, CPU tables
+    python benchmarks/suite.py --loops ferroloop --baseline DIR   # before/after, see below
 
 Sections (each line of the table is one workload; --workloads takes sections, line
 names, or their prefixes, comma-separated):
@@ -18,6 +20,10 @@ names, or their prefixes, comma-separated):
   http       HTTP/1.1 keep-alive: http/server.py (httptools Protocol server, aiohttp web
              server) loaded by the Rust http-client (or wrk with --http-client wrk): req/s,
              and p99 latency; the Rust http-server is the ceiling
+
+--baseline DIR also runs the ferroloop that `pip install --target DIR ferroloop-*.whl`
+put in DIR, as the loop ferroloop-base: its children get DIR first on PYTHONPATH
+(loops.py); the table adds the ratio ferroloop/ferroloop-base.
 
 Method: rounds interleave the loops. Every round runs every line on every loop, in a
 loop order rotated from round to round, so the machine's drift is shared by all loops.
