@@ -28,8 +28,8 @@ except ImportError:  # only the httptools mode needs it
 
 BENCHMARKS = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(BENCHMARKS), str(BENCHMARKS / "echo")]
-from loops import LOOPS, import_loop  # (benchmarks/loops.py)
-from servers import address, listen, set_nodelay  # (echo/servers.py)
+from loops import LOOPS  # (benchmarks/loops.py)
+from servers import listen, serve, set_nodelay  # (echo/servers.py)
 
 BODY = b"Hello, World! " * 8  # 112 bytes
 RESPONSE = (
@@ -114,17 +114,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    loop = import_loop(LOOPS[args.loop]).new_event_loop()
-    asyncio.set_event_loop(loop)
-    listener = listen(args.addr, None)
-    where = address(listener)
-    loop.run_until_complete(MODES[args.mode](loop, listener))
-    print(f"READY {where}", flush=True)
-    try:
-        loop.run_forever()
-    finally:
-        loop.close()
-    return 0
+    return serve(args.loop, listen(args.addr, None), MODES[args.mode])
 
 
 if __name__ == "__main__":
