@@ -391,7 +391,7 @@ def format_cpu_per_request(summary: dict, loops: list[str]) -> str:
         rows.append(row)
     return (
         "server CPU per request (us, user + system, median over rounds; "
-        f"{COMPARED}/{REFERENCE} > 1: {REFERENCE} uses less)\n" + columns(rows)
+        f"X/{REFERENCE} > 1: {REFERENCE} uses less)\n" + columns(rows)
     )
 
 
