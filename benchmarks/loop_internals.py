@@ -1,29 +1,15 @@
-"""Micro-benchmarks of event-loop internals: asyncio vs uvloop vs rloop vs ferroloop.
+"""Micro-benchmarks of event-loop internals: the workloads of suite.py's internals section.
 
-    python benchmarks/loop_internals.py                 # 5 rounds, full sizes
-    python benchmarks/loop_internals.py --quick         # 3 rounds, sizes / 10
-    python benchmarks/loop_internals.py --loops asyncio,ferroloop --json out.json
+    python benchmarks/loop_internals.py --quick        # = suite.py --workloads internals --quick
+    python benchmarks/loop_internals.py --loops asyncio,ferroloop --rounds 5
 
-Method
-------
-* Interleaving. All loops are measured in the same invocation. The run is cut into
-  rounds; each round runs every workload once on every loop, and the order of the
-  loops rotates from one round to the next. Drift of the machine (frequency scaling,
-  a noisy neighbour, a background job) is thus spread over all loops instead of
-  landing on whichever one happened to run last.
-* Isolation. Every (round, loop) pair runs in a fresh subprocess that imports only
-  that loop and runs the workloads one after the other. For each workload it warms
-  up on a throw-away loop with a tenth of the work, collects garbage, then times
-  the workload on a new loop with time.perf_counter. The method is the same for
-  every loop. A loop that crashes, fails a check or hangs on a workload fails only
-  that cell: a new subprocess carries on with the remaining workloads.
-* Medians. A loop's figure for a workload is the median of its per-round ops/s; the
-  min-max range beside it shows how noisy the rounds were. A single disturbed round
-  does not move the median.
-* Ratios. Absolute ops/s depend on the machine and the Python build. The ratio of
-  ferroloop's median to another loop's median, taken from the same interleaved run,
-  is what carries over between machines and what should be compared between runs.
-  A ratio above 1 means ferroloop is faster.
+Run by itself, it runs the suite's internals section (suite.py's options apply;
+no plot unless --plot is given). The suite runs this file as `--child LOOP --jobs
+NAME=N,...` in a fresh subprocess per (round, loop): the child imports only that
+loop and, per workload, warms up on a throw-away loop with a tenth of the work,
+collects garbage, then times the workload on a new loop with time.perf_counter,
+and prints one JSON line per workload. A loop that crashes, fails a check or hangs
+fails only that cell: a new subprocess carries on with the remaining workloads.
 
 Every workload checks its result (counts, sums, echoed bytes), so a loop cannot win
 by dropping work. Timing starts when the loop starts running the workload and stops
@@ -43,27 +29,18 @@ import asyncio
 import faulthandler
 import gc
 import importlib
-import importlib.metadata
-import importlib.util
 import json
-import platform
 import random
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-LOOPS = {  # name -> (module, factory attribute)
-    "asyncio": ("asyncio", "new_event_loop"),
-    "uvloop": ("uvloop", "new_event_loop"),
-    "rloop": ("rloop", "new_event_loop"),
-    "ferroloop": ("ferroloop", "new_event_loop"),
-}
-REFERENCE = "ferroloop"
+import loops  # (benchmarks/loops.py)
+
 SEED = 20240601
 MSG_SIZE = 1024
 
@@ -389,11 +366,6 @@ WORKLOADS = {
 # ------------------------------------------------------------------------------ child
 
 
-def _factory(loop_name: str):
-    module, attribute = LOOPS[loop_name]
-    return getattr(importlib.import_module(module), attribute)
-
-
 def _run_once(factory, workload: Workload, n: int) -> float:
     loop = factory()
     asyncio.set_event_loop(loop)
@@ -404,19 +376,21 @@ def _run_once(factory, workload: Workload, n: int) -> float:
         loop.close()
 
 
-def child_main(loop_name: str, jobs: list[tuple[str, int]], timeout: float) -> int:
-    """Measure one loop on the given workloads in this process.
+def child_main(module_name: str, jobs: list[tuple[str, int]], timeout: float) -> int:
+    """Measure the loop of `module_name` on the given workloads in this process.
 
-    Prints one JSON line per finished workload; a workload that hangs past
-    `timeout` makes faulthandler dump the stack and exit the process.
+    Prints where the loop's module was imported from, then one JSON line per
+    finished workload; a workload that hangs past `timeout` makes faulthandler
+    dump the stack and exit the process.
     """
-    factory = _factory(loop_name)
+    module = importlib.import_module(module_name)
+    print(json.dumps({"loop_file": module.__file__}), flush=True)
     for workload_name, n in jobs:
         workload = WORKLOADS[workload_name]
         faulthandler.dump_traceback_later(timeout, exit=True)
-        _run_once(factory, workload, max(2, n // 20 * 2))  # warm-up, even size
+        _run_once(module.new_event_loop, workload, max(2, n // 20 * 2))  # warm-up, even size
         gc.collect()
-        elapsed = _run_once(factory, workload, n)
+        elapsed = _run_once(module.new_event_loop, workload, n)
         faulthandler.cancel_dump_traceback_later()
         print(json.dumps({"workload": workload_name, "elapsed": elapsed}), flush=True)
     return 0
@@ -435,9 +409,10 @@ def _failure(returncode: int, stderr: str, timeout: float) -> str:
 
 
 def _run_child(loop_name: str, jobs: list[tuple[str, int]], timeout: float):
-    """One subprocess for `jobs`; return ({workload: elapsed}, failure or None, stderr)."""
+    """One subprocess for `jobs`; return ({workload: elapsed}, loop file, failure
+    or None, stderr)."""
     spec = ",".join(f"{name}={n}" for name, n in jobs)
-    command = [sys.executable, __file__, "--child", loop_name, "--jobs", spec]
+    command = [sys.executable, __file__, "--child", loops.module(loop_name), "--jobs", spec]
     command += ["--timeout", str(timeout)]
     try:
         proc = subprocess.run(
@@ -446,14 +421,16 @@ def _run_child(loop_name: str, jobs: list[tuple[str, int]], timeout: float):
             capture_output=True,
             text=True,
             timeout=timeout * (len(jobs) + 1),  # backstop; the child times itself out
+            env=loops.child_env(loop_name),
         )
         stdout, stderr, returncode = proc.stdout, proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as expired:
         stdout, stderr, returncode = _text(expired.stdout), "Timeout (backstop)", 1
     lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-    elapsed = {line["workload"]: line["elapsed"] for line in lines}
+    elapsed = {line["workload"]: line["elapsed"] for line in lines if "workload" in line}
+    loop_file = next((line["loop_file"] for line in lines if "loop_file" in line), None)
     failure = _failure(returncode, stderr, timeout) if returncode else None
-    return elapsed, failure, stderr
+    return elapsed, loop_file, failure, stderr
 
 
 def _text(output) -> str:
@@ -461,7 +438,8 @@ def _text(output) -> str:
 
 
 def measure(loop_name: str, jobs: list[tuple[str, int]], timeout: float) -> dict:
-    """Run `jobs` on one loop in a fresh subprocess: {workload: ops/s or error}.
+    """Run `jobs` on one loop in a fresh subprocess: {workload: outcome}, an
+    outcome being {elapsed, ops_per_s, loop_file} or {error, stderr}.
 
     If the child dies (crash, failed check, timeout), the workload it was on is
     marked failed and a new child goes on with the rest.
@@ -469,10 +447,15 @@ def measure(loop_name: str, jobs: list[tuple[str, int]], timeout: float) -> dict
     outcomes = {}
     pending = list(jobs)
     while pending:
-        elapsed, failure, stderr = _run_child(loop_name, pending, timeout)
+        elapsed, loop_file, failure, stderr = _run_child(loop_name, pending, timeout)
         for name, n in pending:
             if name in elapsed:
-                outcomes[name] = {"elapsed": elapsed[name], "ops_per_s": n / elapsed[name]}
+                rate = n / elapsed[name]
+                outcomes[name] = {
+                    "elapsed": elapsed[name],
+                    "ops_per_s": rate,
+                    "loop_file": loop_file,
+                }
         pending = [job for job in pending if job[0] not in outcomes]
         if pending:
             failed = pending.pop(0)[0]
@@ -480,201 +463,22 @@ def measure(loop_name: str, jobs: list[tuple[str, int]], timeout: float) -> dict
     return outcomes
 
 
-def available_loops(wanted: list[str]) -> list[str]:
-    present = []
-    for name in wanted:
-        if importlib.util.find_spec(LOOPS[name][0]) is None:
-            print(f"note: {name} is not installed, skipped", file=sys.stderr)
-        else:
-            present.append(name)
-    return present
-
-
-def run_rounds(loops, jobs, rounds, timeout) -> list[dict]:
-    """Every round: every loop on every workload, loop order rotated per round."""
-    results = []
-    for r in range(rounds):
-        order = loops[r % len(loops) :] + loops[: r % len(loops)]
-        for position, loop_name in enumerate(order):
-            outcomes = measure(loop_name, jobs, timeout)
-            for workload_name, n in jobs:
-                outcome = outcomes[workload_name]
-                _progress(r, rounds, workload_name, loop_name, outcome)
-                results.append(
-                    {
-                        "round": r,
-                        "workload": workload_name,
-                        "loop": loop_name,
-                        "position": position,
-                        "n": n,
-                        **outcome,
-                    }
-                )
-    return results
-
-
-def _progress(r, rounds, workload_name, loop_name, outcome) -> None:
-    shown = outcome.get("error") or f"{_si(outcome['ops_per_s'])} ops/s"
-    print(
-        f"[round {r + 1}/{rounds}] {workload_name:<16} {loop_name:<10} {shown}",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
-def summarize(results, loops, workloads) -> dict:
-    """{workload: {loop: {median, min, max, ok, failed, errors}}}."""
-    summary = {}
-    for workload_name in workloads:
-        summary[workload_name] = {}
-        for loop_name in loops:
-            runs = [x for x in results if x["workload"] == workload_name and x["loop"] == loop_name]
-            rates = [x["ops_per_s"] for x in runs if "ops_per_s" in x]
-            errors = sorted({x["error"] for x in runs if "error" in x})
-            cell = {"ok": len(rates), "failed": len(runs) - len(rates), "errors": errors}
-            if rates:
-                cell.update(median=statistics.median(rates), min=min(rates), max=max(rates))
-            summary[workload_name][loop_name] = cell
-    return summary
-
-
-# ------------------------------------------------------------------------------ table
-
-
-def _si(value: float) -> str:
-    for factor, suffix in ((1e6, "M"), (1e3, "k")):
-        if value >= factor:
-            return f"{value / factor:.3g}{suffix}"
-    return f"{value:.3g}"
-
-
-def _cell(stats: dict) -> str:
-    if not stats["ok"]:
-        return "FAILED"
-    text = f"{_si(stats['median'])} ({_si(stats['min'])}-{_si(stats['max'])})"
-    return text + (f" {stats['failed']}x failed" if stats["failed"] else "")
-
-
-def _ratio(stats: dict, reference: str, other: str) -> str:
-    if reference not in stats or not stats[reference]["ok"] or not stats[other]["ok"]:
-        return "n/a"
-    return f"{stats[reference]['median'] / stats[other]['median']:.2f}x"
-
-
-def format_table(summary: dict, loops: list[str]) -> str:
-    others = [name for name in loops if name != REFERENCE] if REFERENCE in loops else []
-    header = ["workload (ops/s)"] + loops + [f"{REFERENCE}/{name}" for name in others]
-    rows = [header]
-    for workload_name, stats in summary.items():
-        row = [workload_name] + [_cell(stats[name]) for name in loops]
-        rows.append(row + [_ratio(stats, REFERENCE, name) for name in others])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True))
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def format_errors(summary: dict) -> str:
-    notes = []
-    for workload_name, stats in summary.items():
-        for loop_name, cell in stats.items():
-            for error in cell["errors"]:
-                notes.append(f"  {loop_name} on {workload_name}: {error}")
-    return "failures:\n" + "\n".join(notes) if notes else ""
-
-
-def environment(loops: list[str]) -> dict:
-    versions = {}
-    for name in loops:
-        module = LOOPS[name][0]
-        versions[name] = (
-            platform.python_version() if module == "asyncio" else importlib.metadata.version(module)
-        )
-    return {
-        "python": sys.version,
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "versions": versions,
-    }
-
-
 # ------------------------------------------------------------------------------- main
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, help="rounds (default 5, or 3 with --quick)")
-    parser.add_argument("--quick", action="store_true", help="sizes / 10 and 3 rounds")
-    parser.add_argument("--loops", default=",".join(LOOPS), help="comma-separated loops")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated")
-    parser.add_argument("--json", metavar="PATH", help="write raw results and summary here")
-    parser.add_argument("--timeout", type=float, default=120, help="seconds per workload run")
-    parser.add_argument("--child", choices=LOOPS, help=argparse.SUPPRESS)
-    parser.add_argument("--jobs", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    args.loops = _choices(parser, "--loops", args.loops, LOOPS)
-    args.workloads = _choices(parser, "--workloads", args.workloads, WORKLOADS)
-    if args.rounds is None:
-        args.rounds = 3 if args.quick else 5
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
-    return args
-
-
-def _choices(parser, flag: str, text: str, known) -> list[str]:
-    chosen = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in chosen if name not in known]
-    if unknown or not chosen:
-        parser.error(f"{flag}: unknown {unknown or 'empty list'}; choose from {', '.join(known)}")
-    return list(dict.fromkeys(chosen))
-
-
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.child:
-        jobs = [(name, int(n)) for name, n in (job.split("=") for job in args.jobs.split(","))]
-        return child_main(args.child, jobs, args.timeout)
-    loops = available_loops(args.loops)
-    if not loops:
-        print("no selected loop is installed", file=sys.stderr)
-        return 1
-    sizes = {name: WORKLOADS[name].size // (10 if args.quick else 1) for name in args.workloads}
-    env = environment(loops)
-    started = time.perf_counter()
-    results = run_rounds(loops, list(sizes.items()), args.rounds, args.timeout)
-    summary = summarize(results, loops, args.workloads)
-    report(env, summary, loops, args.rounds, time.perf_counter() - started)
-    if args.json:
-        raw = {
-            "environment": env,
-            "rounds": args.rounds,
-            "quick": args.quick,
-            "sizes": sizes,
-            "results": results,
-            "summary": summary,
-        }
-        with open(args.json, "w") as out:
-            json.dump(raw, out, indent=1)
-    return 0
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--child" not in argv:
+        import suite  # (benchmarks/suite.py)
 
-
-def report(env: dict, summary: dict, loops: list[str], rounds: int, wall: float) -> None:
-    versions = ", ".join(f"{name} {version}" for name, version in env["versions"].items())
-    print(
-        f"\n{platform.python_implementation()} {platform.python_version()} on "
-        f"{env['platform']}; {versions}"
-    )
-    print(
-        f"{rounds} rounds, interleaved; median ops/s (min-max); "
-        f"ratio > 1 means {REFERENCE} is faster; wall {wall:.0f}s\n"
-    )
-    print(format_table(summary, loops))
-    errors = format_errors(summary)
-    if errors:
-        print("\n" + errors)
+        return suite.main(["--workloads", "internals", "--plot", "", *argv])
+    parser = argparse.ArgumentParser(description="the child mode (see the module's docstring)")
+    parser.add_argument("--child", required=True, choices=set(loops.LOOPS.values()))
+    parser.add_argument("--jobs", required=True, help="NAME=N,... (WORKLOADS' names)")
+    parser.add_argument("--timeout", type=float, default=120, help="seconds per workload")
+    args = parser.parse_args(argv)
+    jobs = [(name, int(n)) for name, n in (job.split("=") for job in args.jobs.split(","))]
+    return child_main(args.child, jobs, args.timeout)
 
 
 if __name__ == "__main__":

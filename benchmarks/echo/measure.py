@@ -22,13 +22,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cpustat
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # benchmarks/ (loops.py)
+import cpustat
+import loops
+
 MANIFEST = HERE / "rust" / "Cargo.toml"
 BIN_DIR = HERE / "rust" / "target" / "release"
 SERVERS = HERE / "servers.py"
-CEILING = "ceiling"  # the pure-Rust echo-server, measured like a loop
+CEILING = loops.CEILING  # the pure-Rust echo-server, measured like a loop
 READY_TIMEOUT = 30.0
 
 
@@ -112,7 +114,7 @@ def _server_command(loop_name: str, mode: str, settings: Settings) -> list[str]:
         tls = ["--tls-cert", files.cert, "--tls-key", files.key]
     if loop_name == CEILING:
         return [str(BIN_DIR / "echo-server"), *tls]
-    return [sys.executable, str(SERVERS), "--mode", mode, "--loop", loop_name, *tls]
+    return [sys.executable, str(SERVERS), "--mode", mode, "--loop", loops.module(loop_name), *tls]
 
 
 def _where(settings: Settings) -> list[str]:
@@ -165,18 +167,28 @@ def measure(loop_name: str, workload: Workload, settings: Settings) -> dict:
     command = pin(settings, 0) + _server_command(loop_name, workload.mode, settings)
     command += _where(settings)
     return serve_and_drive(
-        command, lambda server, address: _drive(server, address, workload, settings)
+        command,
+        lambda server, address: _drive(server, address, workload, settings),
+        loops.child_env(loop_name) if loop_name != CEILING else None,
     )
 
 
-def serve_and_drive(command: list[str], drive) -> dict:
-    """Start the server `command`, wait for its READY line, return `drive(server,
-    address)` (or `error` and the server's stderr), stop the server."""
+def serve_and_drive(command: list[str], drive, env: dict | None = None) -> dict:
+    """Start the server `command` (in the environment `env`, None: ours), wait for
+    its READY line, return `drive(server, address)` (or `error` and the server's
+    stderr), stop the server."""
     with tempfile.TemporaryFile("w+") as server_err:
-        server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=server_err, text=True)
+        server = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=server_err, text=True, env=env
+        )
         try:
             address = _wait_ready(server)
-            return drive(server, address)
+            result = drive(server, address)
+            server_err.seek(0)
+            for line in server_err.read(65536).splitlines():
+                if line.startswith(loops.LOOP_FILE):
+                    result["loop_file"] = line.removeprefix(loops.LOOP_FILE)
+            return result
         except (RuntimeError, ValueError) as error:
             stderr = _tail(server_err)
             last = stderr.strip().splitlines()[-1:] or [""]

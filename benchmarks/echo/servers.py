@@ -27,19 +27,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import os
 import socket
 import ssl
 import stat
 import sys
+from pathlib import Path
 
-LOOPS = {  # name -> module with new_event_loop()
-    "asyncio": "asyncio",
-    "uvloop": "uvloop",
-    "rloop": "rloop",
-    "ferroloop": "ferroloop",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/
+from loops import LOOPS, import_loop  # (benchmarks/loops.py)
+
 READ_SIZE = 256 * 1024  # more than the largest message, as every mode's read size
 
 
@@ -190,20 +187,26 @@ def server_context(cert: str, key: str) -> ssl.SSLContext:
     return context
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    loop = importlib.import_module(LOOPS[args.loop]).new_event_loop()
+def serve(loop_name: str, listener: socket.socket, start) -> int:
+    """On a new loop of `loop_name`, run `start(loop, listener)`, print `READY
+    <address>`, then serve until killed (http/server.py's main too)."""
+    loop = import_loop(LOOPS[loop_name]).new_event_loop()
     asyncio.set_event_loop(loop)
-    listener = listen(args.addr, args.unix)
     where = address(listener)  # before a loop may take the socket over
-    context = server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
-    loop.run_until_complete(MODES[args.mode](loop, listener, context))
+    loop.run_until_complete(start(loop, listener))
     print(f"READY {where}", flush=True)
     try:
         loop.run_forever()
     finally:
         loop.close()
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    context = server_context(args.tls_cert, args.tls_key) if args.tls_cert else None
+    listener = listen(args.addr, args.unix)
+    return serve(args.loop, listener, lambda loop, sock: MODES[args.mode](loop, sock, context))
 
 
 if __name__ == "__main__":

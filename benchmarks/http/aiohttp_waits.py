@@ -26,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "echo"))
 import server  # http/server.py
+import servers  # echo/servers.py
 from measure import BIN_DIR, build_rust, taskset_possible  # echo/measure.py
 
 
@@ -44,8 +45,8 @@ def count_waits(loop_name: str, connections: int, seconds: float) -> dict:
     web_protocol.RequestHandler.data_received = counting
     loop = importlib.import_module(server.LOOPS[loop_name]).new_event_loop()
     try:
-        listener = server.listen(None, None)
-        address = server.address(listener)
+        listener = servers.listen(None, None)
+        address = servers.address(listener)
         loop.run_until_complete(server.MODES["aiohttp"](loop, listener))
         client = [str(BIN_DIR / "http-client"), "--addr", address]
         client += ["--concurrency", str(connections), "--duration", str(seconds)]

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "echo"))
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "echo")]
+import loops  # (benchmarks/loops.py)
 from measure import BIN_DIR, CEILING, Settings, pin, run_client, serve_and_drive
 
 SERVER = HERE / "server.py"
@@ -37,11 +38,13 @@ def measure(loop_name: str, workload: Workload, settings: Settings, client: str 
     """The client's result (requests, rps, p50_us/p90_us/p99_us, client_cpu) with the
     CPU figures (echo/cpustat.py), or `error`. `loop_name` CEILING measures the
     Rust http-server, which sends the same response bytes as server.py."""
+    env = None
     if loop_name == CEILING:  # the pure-Rust responder; it has no modes
         server = pin(settings, 0) + [str(BIN_DIR / "http-server"), "--addr", "127.0.0.1:0"]
     else:
-        server = pin(settings, 0) + [sys.executable, str(SERVER)]
-        server += ["--mode", workload.mode, "--loop", loop_name, "--addr", "127.0.0.1:0"]
+        server = pin(settings, 0) + [sys.executable, str(SERVER), "--mode", workload.mode]
+        server += ["--loop", loops.module(loop_name), "--addr", "127.0.0.1:0"]
+        env = loops.child_env(loop_name)
 
     def drive(process, address):
         if client == "wrk":
@@ -56,7 +59,7 @@ def measure(loop_name: str, workload: Workload, settings: Settings, client: str 
         ]
         return run_client(process, command, settings)
 
-    return serve_and_drive(server, drive)
+    return serve_and_drive(server, drive, env)
 
 
 def wrk_command(address: str, workload: Workload, settings: Settings) -> list[str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import sys
 from pathlib import Path
 
@@ -27,8 +26,10 @@ try:
 except ImportError:  # only the httptools mode needs it
     httptools = None
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "echo"))
-from servers import LOOPS, address, listen, set_nodelay  # (echo/servers.py)
+BENCHMARKS = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(BENCHMARKS), str(BENCHMARKS / "echo")]
+from loops import LOOPS  # (benchmarks/loops.py)
+from servers import listen, serve, set_nodelay  # (echo/servers.py)
 
 BODY = b"Hello, World! " * 8  # 112 bytes
 RESPONSE = (
@@ -113,17 +114,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    loop = importlib.import_module(LOOPS[args.loop]).new_event_loop()
-    asyncio.set_event_loop(loop)
-    listener = listen(args.addr, None)
-    where = address(listener)
-    loop.run_until_complete(MODES[args.mode](loop, listener))
-    print(f"READY {where}", flush=True)
-    try:
-        loop.run_forever()
-    finally:
-        loop.close()
-    return 0
+    return serve(args.loop, listen(args.addr, None), MODES[args.mode])
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 //! Echo benchmark tools: a load generator (`echo-client`) and a single-threaded
 //! pure-Rust echo server (`echo-server`) that serves as the ceiling for the
-//! Python event loops measured by `benchmarks/echo/run.py`.
+//! Python event loops measured by `benchmarks/suite.py`.
 
 pub mod args;
 pub mod client;

@@ -1,4 +1,4 @@
-//! Turning one client run into the JSON line that `run.py` reads.
+//! Turning one client run into the JSON line that `echo/measure.py` reads.
 
 pub struct Report {
     pub size: usize,
