@@ -9,6 +9,7 @@
 //!   one `cfg` line in `poll`;
 //! - `net`: the socket syscalls the transports make (`recv`, `send`,
 //!   `sendmsg`, `shutdown`, `FIONREAD`, datagram `sendto`/`recvfrom`);
+//! - `fd`: plain fd I/O (`read`, `write`, `writev`) and `iovec`s;
 //! - `sockaddr`: socket addresses between Rust's `std::net` types and the
 //!   kernel's `sockaddr_in`/`sockaddr_in6`;
 //! - `clock`: the loop's clock (`CLOCK_MONOTONIC`) and the cycle counter
@@ -24,6 +25,7 @@
 pub mod clock;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub mod epoll;
+pub mod fd;
 pub mod malloc;
 pub mod net;
 pub mod poll;
