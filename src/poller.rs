@@ -15,7 +15,7 @@ use crate::sys::poll::{DefaultSelector, Selector};
 pub use crate::sys::poll::{Ready, READABLE, WRITABLE};
 
 /// The backend's event record: the scratch buffer `wait` fills. (On
-/// Linux, `libc::epoll_event`.)
+/// Linux, epoll's `struct epoll_event`.)
 pub type RawEvent = <DefaultSelector as Selector>::Event;
 
 /// The loop's poller. Each method is the `Selector` method of the same name
@@ -64,53 +64,41 @@ impl Poller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::fd;
+    use std::os::fd::{AsRawFd, OwnedFd};
     use std::time::Instant;
 
     /// A pipe whose ends close on drop.
     struct Pipe {
         r: RawFd,
         w: RawFd,
+        fds: (OwnedFd, Option<OwnedFd>),
     }
 
     impl Pipe {
         fn new() -> Pipe {
-            let mut fds = [0; 2];
-            // SAFETY: pipe2 writes two fds into the array.
-            let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-            assert_eq!(rc, 0);
+            let (r, w) = fd::pipe().unwrap();
             Pipe {
-                r: fds[0],
-                w: fds[1],
+                r: r.as_raw_fd(),
+                w: w.as_raw_fd(),
+                fds: (r, Some(w)),
             }
         }
 
         fn put(&self, data: &[u8]) {
-            // SAFETY: writes from a live slice.
-            let n = unsafe { libc::write(self.w, data.as_ptr().cast(), data.len()) };
-            assert_eq!(n, data.len() as isize);
+            assert_eq!(fd::write_from(self.w, data).unwrap(), Some(data.len()));
         }
 
         fn drain(&self) {
             let mut buf = [0u8; 64];
-            // SAFETY: reads into a live buffer.
-            while unsafe { libc::read(self.r, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+            while fd::read_into(self.r, &mut buf)
+                .unwrap()
+                .is_some_and(|n| n > 0)
+            {}
         }
 
         fn close_write(&mut self) {
-            // SAFETY: the write end is ours; marked closed below.
-            unsafe { libc::close(self.w) };
-            self.w = -1;
-        }
-    }
-
-    impl Drop for Pipe {
-        fn drop(&mut self) {
-            for fd in [self.r, self.w] {
-                if fd >= 0 {
-                    // SAFETY: our own fds, closed once.
-                    unsafe { libc::close(fd) };
-                }
-            }
+            self.fds.1 = None;
         }
     }
 
@@ -236,19 +224,14 @@ mod tests {
     #[test]
     fn an_eventfd_is_an_fd_like_any_other() {
         let p = Poller::new().unwrap();
-        // SAFETY: a plain syscall; closed below.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        assert!(efd >= 0);
+        let owned = fd::eventfd().unwrap();
+        let efd = owned.as_raw_fd();
         p.set_interest(efd, 0, READABLE).unwrap();
         let (out, _) = wait(&p, Some(Duration::from_millis(1)));
         assert!(out.is_empty());
-        let one = 1u64;
-        // SAFETY: writes 8 bytes from a live u64.
-        unsafe { libc::write(efd, (&one as *const u64).cast(), 8) };
+        fd::write_from(efd, &1u64.to_ne_bytes()).unwrap();
         let (out, _) = wait(&p, Some(Duration::from_millis(100)));
         assert_eq!(mask_of(&out, efd), Some(READABLE));
-        // SAFETY: our own fd.
-        unsafe { libc::close(efd) };
     }
 
     #[test]

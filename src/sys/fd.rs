@@ -7,9 +7,33 @@
 //! hand; they are to call these instead.)
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
-use super::{retry_syscall, IoVec, IOV_MAX};
+use super::{cvt, retry_syscall, IoVec, IOV_MAX};
+
+/// A non-blocking, close-on-exec pipe: (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array, ours from then on.
+    unsafe {
+        cvt(libc::pipe2(
+            fds.as_mut_ptr(),
+            libc::O_NONBLOCK | libc::O_CLOEXEC,
+        ))?;
+        Ok((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])))
+    }
+}
+
+/// A non-blocking, close-on-exec eventfd (for tests: the poller makes its
+/// own waker).
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+pub(crate) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: a plain syscall; the fd is ours from then on.
+    unsafe {
+        let fd = cvt(libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?;
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
 
 /// `read` into `buf`.
 #[inline]
@@ -47,26 +71,17 @@ mod tests {
 
     #[test]
     fn pipe_round_trip_and_would_block() {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two fds into the array.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-        assert_eq!(rc, 0);
-        let (r, w) = (fds[0], fds[1]);
+        use std::os::fd::AsRawFd;
+        let (r, w) = pipe().unwrap();
         let mut buf = [0u8; 16];
-        assert_eq!(read_into(r, &mut buf).unwrap(), None, "empty: would block");
-        assert_eq!(write_from(w, b"ab").unwrap(), Some(2));
+        let rd = r.as_raw_fd();
+        assert_eq!(read_into(rd, &mut buf).unwrap(), None, "empty: would block");
+        assert_eq!(write_from(w.as_raw_fd(), b"ab").unwrap(), Some(2));
         let iov = [io_vec(b"cd"), io_vec(b""), io_vec(b"efg")];
-        assert_eq!(write_vectored(w, &iov).unwrap(), Some(5));
-        assert_eq!(read_into(r, &mut buf).unwrap(), Some(7));
+        assert_eq!(write_vectored(w.as_raw_fd(), &iov).unwrap(), Some(5));
+        assert_eq!(read_into(rd, &mut buf).unwrap(), Some(7));
         assert_eq!(&buf[..7], b"abcdefg");
-        // SAFETY: our own fds, closed once.
-        unsafe {
-            libc::close(w);
-        }
-        assert_eq!(read_into(r, &mut buf).unwrap(), Some(0), "EOF");
-        // SAFETY: as above.
-        unsafe {
-            libc::close(r);
-        }
+        drop(w);
+        assert_eq!(read_into(rd, &mut buf).unwrap(), Some(0), "EOF");
     }
 }
