@@ -140,11 +140,15 @@ mod tests {
     fn the_cycle_clock_measures_seconds() {
         let clock = CycleClock::calibrate();
         let (t0, c0) = (monotonic(), clock.now());
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(50));
         let (t1, c1) = (monotonic(), clock.now());
         let measured = clock.seconds(c1 - c0);
         let real = t1 - t0;
-        assert!((measured - real).abs() < real * 0.2, "{measured} vs {real}");
+        // Loose: a busy machine may preempt between the paired reads.
+        assert!(
+            (measured - real).abs() < real * 0.25 + 0.005,
+            "{measured} vs {real}"
+        );
         assert_eq!(clock.ticks(clock.seconds(1_000_000)), 1_000_000);
     }
 }
