@@ -17,6 +17,7 @@
 //! extends; this core reads the transport's `_conn_lost`, `_buffer`,
 //! `_address` and `_protocol` as asyncio's methods do.
 
+use std::ffi::c_int;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 use std::str::FromStr;
@@ -27,23 +28,20 @@ use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyInt, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
-use crate::syscalls::{os_error, retry_syscall, with_recv_buf};
+use crate::py_io::os_error;
+use crate::recv_buf::with_recv_buf;
+use crate::sys::net::{recv_datagram, send_datagram};
+use crate::sys::sockaddr::{Peer, SockAddr, SockAddrStorage, AF_INET, AF_INET6};
 
 #[pyclass(frozen, module = "ferroloop._ferroloop")]
 pub struct DatagramCore {
     /// The Python transport (`ferroloop._transports.DatagramTransport`).
     transport: Py<PyAny>,
     fd: RawFd,
-    family: libc::c_int,
+    family: c_int,
     /// The socket had a peer when the transport was made (asyncio's
     /// `_extra['peername']`): datagrams go out with `send`, not `sendto`.
     connected: bool,
-}
-
-/// A destination in the form the kernel takes.
-enum SockAddr {
-    V4(libc::sockaddr_in),
-    V6(libc::sockaddr_in6),
 }
 
 /// `obj` as an exact `int` within `0..=max`, else None.
@@ -55,23 +53,15 @@ fn small_int(obj: &Bound<'_, PyAny>, max: u32) -> Option<u32> {
 /// The numeric address Python's `socket.sendto` would build from `addr`,
 /// or None for anything it would resolve or reject (those go through
 /// Python's own code, which gives its own results and errors).
-fn numeric_sockaddr(family: libc::c_int, addr: &Bound<'_, PyAny>) -> Option<SockAddr> {
+fn numeric_sockaddr(family: c_int, addr: &Bound<'_, PyAny>) -> Option<SockAddr> {
     let tuple = addr.cast_exact::<PyTuple>().ok()?;
     let host = tuple.get_item(0).ok()?;
     let host = host.cast_exact::<PyString>().ok()?;
     let host = host.to_str().ok()?;
     let port = small_int(&tuple.get_item(1).ok()?, u16::MAX as u32)? as u16;
     match (family, tuple.len()) {
-        (libc::AF_INET, 2) => {
-            let ip = Ipv4Addr::from_str(host).ok()?;
-            // SAFETY: an all-zero sockaddr_in is a valid value.
-            let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-            sa.sin_family = libc::AF_INET as libc::sa_family_t;
-            sa.sin_port = port.to_be();
-            sa.sin_addr.s_addr = u32::from(ip).to_be();
-            Some(SockAddr::V4(sa))
-        }
-        (libc::AF_INET6, 2..=4) => {
+        (AF_INET, 2) => Some(SockAddr::v4(Ipv4Addr::from_str(host).ok()?, port)),
+        (AF_INET6, 2..=4) => {
             let ip = Ipv6Addr::from_str(host).ok()?;
             let flowinfo = match tuple.get_item(2) {
                 Ok(v) => small_int(&v, 0xfffff)?,
@@ -81,48 +71,10 @@ fn numeric_sockaddr(family: libc::c_int, addr: &Bound<'_, PyAny>) -> Option<Sock
                 Ok(v) => small_int(&v, u32::MAX)?,
                 Err(_) => 0,
             };
-            // SAFETY: an all-zero sockaddr_in6 is a valid value.
-            let mut sa: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-            sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sa.sin6_port = port.to_be();
-            sa.sin6_flowinfo = flowinfo.to_be();
-            sa.sin6_addr.s6_addr = ip.octets();
-            sa.sin6_scope_id = scope_id;
-            Some(SockAddr::V6(sa))
+            Some(SockAddr::v6(ip, port, flowinfo, scope_id))
         }
         _ => None,
     }
-}
-
-/// One datagram out: `send` to the connected peer or `sendto` `dest`.
-fn send_datagram(
-    fd: RawFd,
-    data: &[u8],
-    dest: Option<&SockAddr>,
-) -> std::io::Result<Option<usize>> {
-    let (ptr, len) = (data.as_ptr().cast(), data.len());
-    // SAFETY: `data` and the sockaddr are readable for the sizes given.
-    retry_syscall(|| unsafe {
-        match dest {
-            None => libc::send(fd, ptr, len, 0),
-            Some(SockAddr::V4(sa)) => libc::sendto(
-                fd,
-                ptr,
-                len,
-                0,
-                (sa as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            ),
-            Some(SockAddr::V6(sa)) => libc::sendto(
-                fd,
-                ptr,
-                len,
-                0,
-                (sa as *const libc::sockaddr_in6).cast(),
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            ),
-        }
-    })
 }
 
 /// What the native send path did with a datagram.
@@ -134,32 +86,18 @@ enum Sent {
 }
 
 /// The address tuple Python's `socket` module gives for this sender.
-fn sockaddr_to_py<'py>(
-    py: Python<'py>,
-    addr: &libc::sockaddr_storage,
-) -> PyResult<Bound<'py, PyAny>> {
-    match addr.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says this storage holds a sockaddr_in.
-            let a = unsafe { &*(addr as *const _ as *const libc::sockaddr_in) };
-            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
-            Ok((ip.to_string(), u16::from_be(a.sin_port))
-                .into_pyobject(py)?
-                .into_any())
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this storage holds a sockaddr_in6.
-            let a = unsafe { &*(addr as *const _ as *const libc::sockaddr_in6) };
-            Ok((
-                numeric_host_v6(a),
-                u16::from_be(a.sin6_port),
-                u32::from_be(a.sin6_flowinfo),
-                a.sin6_scope_id,
-            )
-                .into_pyobject(py)?
-                .into_any())
-        }
-        _ => Ok(py.None().into_bound(py)),
+fn sockaddr_to_py<'py>(py: Python<'py>, addr: &SockAddrStorage) -> PyResult<Bound<'py, PyAny>> {
+    match addr.peer() {
+        Peer::V4 { ip, port } => Ok((ip.to_string(), port).into_pyobject(py)?.into_any()),
+        Peer::V6 {
+            host,
+            port,
+            flowinfo,
+            scope_id,
+        } => Ok((host, port, flowinfo, scope_id)
+            .into_pyobject(py)?
+            .into_any()),
+        Peer::Other => Ok(py.None().into_bound(py)),
     }
 }
 
@@ -215,38 +153,10 @@ impl DatagramCore {
     }
 }
 
-/// The host string Python's `socket` module makes of an IPv6 address:
-/// `getnameinfo(NI_NUMERICHOST)`, as CPython's `makeipaddr` (a scoped
-/// link-local address keeps its `%interface`, an IPv4-compatible one is
-/// dotted).
-fn numeric_host_v6(addr: &libc::sockaddr_in6) -> String {
-    let mut host = [0 as libc::c_char; libc::NI_MAXHOST as usize];
-    // SAFETY: `addr` is a whole sockaddr_in6 and `host` is writable for
-    // its length; getnameinfo NUL-terminates what it writes.
-    let rc = unsafe {
-        libc::getnameinfo(
-            (addr as *const libc::sockaddr_in6).cast(),
-            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-            host.as_mut_ptr(),
-            host.len() as libc::socklen_t,
-            std::ptr::null_mut(),
-            0,
-            libc::NI_NUMERICHOST,
-        )
-    };
-    if rc != 0 {
-        return Ipv6Addr::from(addr.sin6_addr.s6_addr).to_string();
-    }
-    // SAFETY: NUL-terminated by getnameinfo (see above).
-    unsafe { std::ffi::CStr::from_ptr(host.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
-}
-
 #[pymethods]
 impl DatagramCore {
     #[new]
-    fn new(transport: Py<PyAny>, fd: RawFd, family: libc::c_int, connected: bool) -> Self {
+    fn new(transport: Py<PyAny>, fd: RawFd, family: c_int, connected: bool) -> Self {
         DatagramCore {
             transport,
             fd,
@@ -287,24 +197,10 @@ impl DatagramCore {
         if transport.getattr(intern!(py, "_conn_lost"))?.is_truthy()? {
             return Ok(());
         }
-        // SAFETY: an all-zero sockaddr_storage is a valid value.
-        let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut addr = SockAddrStorage::default();
         let received = with_recv_buf(|buf| {
-            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            retry_syscall(|| {
-                // SAFETY: `buf` and `addr` are writable for the sizes given.
-                unsafe {
-                    libc::recvfrom(
-                        self.fd,
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        0,
-                        (&mut addr as *mut libc::sockaddr_storage).cast(),
-                        &mut len,
-                    )
-                }
-            })
-            .map(|got| got.map(|n| PyBytes::new(py, &buf[..n])))
+            recv_datagram(self.fd, buf, &mut addr)
+                .map(|got| got.map(|n| PyBytes::new(py, &buf[..n])))
         });
         let protocol = transport.getattr(intern!(py, "_protocol"))?;
         match received {

@@ -1,9 +1,16 @@
 //! ferroloop's native core, exposed to Python as `ferroloop._ferroloop`.
 //!
-//! Layers (see ARCHITECTURE.md): `poller` (epoll + waker) and `timers`
-//! (clock + heap) know nothing of Python; `handles` runs callbacks in their
-//! contexts; `event_loop` ties them into `CoreLoop`, the base class of the
-//! Python-level `ferroloop.Loop`.
+//! Layers (see ARCHITECTURE.md), each using only those below it:
+//! - `sys`: everything that talks to the OS (epoll, sockets, the clock,
+//!   malloc), no Python;
+//! - `poller` (the loop's view of `sys::poll`), `recv_buf` (the per-thread
+//!   receive buffer), `py_io` (errno → `OSError`, received `bytes`);
+//! - `stats` (counters, slow-callback watch), then `handles` (callbacks run
+//!   in their contexts), then `timers` (the heap of handles);
+//! - `event_loop` ties them into `CoreLoop`, the base class of the
+//!   Python-level `ferroloop.Loop`; the transports and `sock_api` sit on it.
+//!
+//! `syscalls` only re-exports, for files not yet moved to `sys` (phase 2).
 
 pub mod datagram;
 pub mod event_loop;
@@ -11,9 +18,12 @@ pub mod fastcall;
 pub mod handles;
 pub mod pipe;
 pub mod poller;
+pub mod py_io;
+pub mod recv_buf;
 pub mod sock_api;
 pub mod stats;
 pub mod stream;
+pub mod sys;
 pub mod syscalls;
 pub mod timers;
 pub mod transport_common;

@@ -1,260 +1,262 @@
-//! The OS readiness poller: a level-triggered epoll set plus an eventfd
-//! waker. Owns only file-descriptor bookkeeping in the kernel; which Python
-//! callback belongs to which fd lives in `event_loop.rs`.
+//! The loop's readiness poller: the OS backend that `sys::poll` chose
+//! (epoll on Linux), behind the `sys::poll::Selector` contract — level-
+//! triggered interest per fd, a bounded wait, and a waker any thread may
+//! call. `event_loop.rs` (and the transports, for the interest bits) use
+//! this module and never name a backend.
 //!
-//! Level-triggered on purpose: asyncio's `add_reader` contract is "call me
-//! while the fd is readable", so a callback that does not drain the fd must
-//! be called again on the next iteration (mio's edge-triggered mode breaks
-//! that contract).
+//! The tests below check the contract with real fds (pipes, an eventfd),
+//! so a new backend gets them for free.
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
-pub const READABLE: u32 = 1;
-pub const WRITABLE: u32 = 2;
+use crate::sys::poll::{DefaultSelector, Selector};
+pub use crate::sys::poll::{Ready, READABLE, WRITABLE};
 
-/// The token that marks the waker's eventfd in epoll's event data.
-const WAKER_TOKEN: u64 = u64::MAX;
+/// The backend's event record: the scratch buffer `wait` fills. (On
+/// Linux, epoll's `struct epoll_event`.)
+pub type RawEvent = <DefaultSelector as Selector>::Event;
 
-/// One readiness report: which fd, and READABLE/WRITABLE bits.
-#[derive(Clone, Copy, Debug)]
-pub struct Ready {
-    pub fd: RawFd,
-    pub mask: u32,
-}
-
-/// The fds are atomics so that `close()` (loop thread) and `wake()` (any
-/// thread, through call_soon_threadsafe) never see a half-closed poller.
-pub struct Poller {
-    epfd: AtomicI32,
-    waker: AtomicI32,
-}
-
-fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
-}
-
-fn epoll_bits(mask: u32) -> u32 {
-    let mut bits = 0;
-    if mask & READABLE != 0 {
-        bits |= libc::EPOLLIN as u32;
-    }
-    if mask & WRITABLE != 0 {
-        bits |= libc::EPOLLOUT as u32;
-    }
-    bits
-}
+/// The loop's poller. Each method is the `Selector` method of the same name
+/// (see its contract in `sys::poll`).
+pub struct Poller(DefaultSelector);
 
 impl Poller {
+    #[inline]
     pub fn new() -> io::Result<Poller> {
-        // SAFETY: plain syscalls; the fds are owned by the Poller from here on.
-        unsafe {
-            let epfd = cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?;
-            let waker = match cvt(libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)) {
-                Ok(fd) => fd,
-                Err(e) => {
-                    libc::close(epfd);
-                    return Err(e);
-                }
-            };
-            let poller = Poller {
-                epfd: AtomicI32::new(epfd),
-                waker: AtomicI32::new(waker),
-            };
-            let mut ev = libc::epoll_event {
-                events: libc::EPOLLIN as u32,
-                u64: WAKER_TOKEN,
-            };
-            cvt(libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, waker, &mut ev))?;
-            Ok(poller)
-        }
+        DefaultSelector::new().map(Poller)
     }
 
     /// Set the interest of `fd` to `mask` (READABLE|WRITABLE), registering,
     /// modifying or removing it as needed. `was` is the mask we last set.
+    #[inline]
     pub fn set_interest(&self, fd: RawFd, was: u32, mask: u32) -> io::Result<()> {
-        let mut ev = libc::epoll_event {
-            events: epoll_bits(mask),
-            u64: fd as u64,
-        };
-        let epfd = self.epfd();
-        // SAFETY: epoll_ctl only reads `ev`.
-        unsafe {
-            if mask == 0 {
-                // The fd may already be closed (epoll dropped it then): ignore.
-                libc::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, &mut ev);
-                return Ok(());
-            }
-            let (first, second) = if was == 0 {
-                (libc::EPOLL_CTL_ADD, libc::EPOLL_CTL_MOD)
-            } else {
-                (libc::EPOLL_CTL_MOD, libc::EPOLL_CTL_ADD)
-            };
-            if libc::epoll_ctl(epfd, first, fd, &mut ev) == 0 {
-                return Ok(());
-            }
-            let err = io::Error::last_os_error();
-            // Our bookkeeping can disagree with the kernel when an fd was
-            // closed and its number reused: retry with the other operation.
-            match err.raw_os_error() {
-                Some(libc::EEXIST) | Some(libc::ENOENT) => {
-                    cvt(libc::epoll_ctl(epfd, second, fd, &mut ev)).map(|_| ())
-                }
-                _ => Err(err),
-            }
-        }
+        self.0.set_interest(fd, was, mask)
     }
 
     /// Wait for readiness. `timeout` None blocks until an event or a wake-up.
     /// Returns Err(Interrupted) on EINTR so the caller can run signal handlers.
+    #[inline]
     pub fn wait(
         &self,
-        events: &mut Vec<libc::epoll_event>,
+        events: &mut Vec<RawEvent>,
         timeout: Option<Duration>,
         out: &mut Vec<Ready>,
     ) -> io::Result<()> {
-        let ms: libc::c_int = match timeout {
-            None => -1,
-            Some(d) => {
-                // Round up, as asyncio's selector does, so a timer is never
-                // polled for too early and spun on.
-                let ms = d.as_nanos().div_ceil(1_000_000);
-                ms.min(i32::MAX as u128) as libc::c_int
-            }
-        };
-        // SAFETY: `events` has capacity for `cap` entries; the kernel writes
-        // at most that many and we set the length to what it reports.
-        let n = unsafe {
-            let cap = events.capacity() as libc::c_int;
-            let n = libc::epoll_wait(self.epfd(), events.as_mut_ptr(), cap, ms);
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            events.set_len(n as usize);
-            n as usize
-        };
-        for ev in events.iter() {
-            let token = ev.u64;
-            let bits = ev.events;
-            if token == WAKER_TOKEN {
-                self.drain_waker();
-                continue;
-            }
-            // Like selectors.EpollSelector: errors and hang-ups wake both
-            // directions; the caller masks with what was asked for.
-            let mut mask = 0;
-            if bits & !(libc::EPOLLOUT as u32) != 0 {
-                mask |= READABLE;
-            }
-            if bits & !(libc::EPOLLIN as u32) != 0 {
-                mask |= WRITABLE;
-            }
-            out.push(Ready {
-                fd: token as RawFd,
-                mask,
-            });
-        }
-        if n == events.capacity() {
-            events.reserve(n);
-        }
-        Ok(())
-    }
-
-    fn epfd(&self) -> RawFd {
-        self.epfd.load(Ordering::Acquire)
+        self.0.wait(events, timeout, out)
     }
 
     /// Wake a thread blocked in `wait`. Safe from any thread; a no-op once
     /// the poller is closed.
+    #[inline]
     pub fn wake(&self) {
-        let fd = self.waker.load(Ordering::Acquire);
-        if fd < 0 {
-            return;
-        }
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64. EAGAIN means the counter
-        // is already non-zero, i.e. a wake-up is pending: fine.
-        unsafe {
-            libc::write(fd, &one as *const u64 as *const libc::c_void, 8);
-        }
+        self.0.wake()
     }
 
-    fn drain_waker(&self) {
-        let mut buf: u64 = 0;
-        // SAFETY: reads 8 bytes into a live u64; non-blocking fd.
-        unsafe {
-            libc::read(
-                self.waker.load(Ordering::Acquire),
-                &mut buf as *mut u64 as *mut libc::c_void,
-                8,
-            );
-        }
-    }
-
-    /// Release both kernel objects. Idempotent.
+    /// Release the kernel objects. Idempotent (and done on drop).
+    #[inline]
     pub fn close(&self) {
-        for slot in [&self.waker, &self.epfd] {
-            let fd = slot.swap(-1, Ordering::AcqRel);
-            if fd >= 0 {
-                // SAFETY: the swap makes this the only close of `fd`.
-                unsafe { libc::close(fd) };
-            }
-        }
-    }
-}
-
-impl Drop for Poller {
-    fn drop(&mut self) {
-        self.close();
+        self.0.close()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::fd;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::time::Instant;
+
+    /// A pipe whose ends close on drop.
+    struct Pipe {
+        r: RawFd,
+        w: RawFd,
+        fds: (OwnedFd, Option<OwnedFd>),
+    }
+
+    impl Pipe {
+        fn new() -> Pipe {
+            let (r, w) = fd::pipe().unwrap();
+            Pipe {
+                r: r.as_raw_fd(),
+                w: w.as_raw_fd(),
+                fds: (r, Some(w)),
+            }
+        }
+
+        fn put(&self, data: &[u8]) {
+            assert_eq!(fd::write_from(self.w, data).unwrap(), Some(data.len()));
+        }
+
+        fn drain(&self) {
+            let mut buf = [0u8; 64];
+            while fd::read_into(self.r, &mut buf)
+                .unwrap()
+                .is_some_and(|n| n > 0)
+            {}
+        }
+
+        fn close_write(&mut self) {
+            self.fds.1 = None;
+        }
+    }
+
+    /// One `wait`: the reports, and how long it took.
+    fn wait(p: &Poller, timeout: Option<Duration>) -> (Vec<Ready>, Duration) {
+        let mut events = Vec::with_capacity(8);
+        let mut out = Vec::new();
+        let t0 = Instant::now();
+        p.wait(&mut events, timeout, &mut out).unwrap();
+        (out, t0.elapsed())
+    }
+
+    fn mask_of(out: &[Ready], fd: RawFd) -> Option<u32> {
+        out.iter().find(|r| r.fd == fd).map(|r| r.mask)
+    }
 
     #[test]
     fn wake_interrupts_a_blocking_wait() {
         let p = Poller::new().unwrap();
         p.wake();
-        let mut evs = Vec::with_capacity(8);
-        let mut out = Vec::new();
-        p.wait(&mut evs, Some(Duration::from_secs(5)), &mut out)
-            .unwrap();
+        let (out, _) = wait(&p, Some(Duration::from_secs(5)));
         assert!(out.is_empty(), "the waker is not reported as an fd");
     }
 
     #[test]
-    fn reports_level_triggered_readability() {
+    fn wake_from_another_thread_ends_an_unbounded_wait() {
+        let p = std::sync::Arc::new(Poller::new().unwrap());
+        let waker = std::sync::Arc::clone(&p);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            waker.wake();
+            waker.wake(); // several wakes: one wake-up, no error
+        });
+        let (out, _) = wait(&p, None);
+        t.join().unwrap();
+        assert!(out.is_empty());
+        // The waker was drained: the next wait times out.
+        let (out, took) = wait(&p, Some(Duration::from_millis(5)));
+        assert!(out.is_empty());
+        assert!(took >= Duration::from_millis(5), "{took:?}");
+    }
+
+    #[test]
+    fn wait_with_timeout_returns_nothing_after_the_timeout() {
         let p = Poller::new().unwrap();
-        let mut fds = [0; 2];
-        unsafe { assert_eq!(libc::pipe(fds.as_mut_ptr()), 0) };
-        p.set_interest(fds[0], 0, READABLE).unwrap();
-        unsafe { libc::write(fds[1], b"x".as_ptr() as *const libc::c_void, 1) };
-        let mut evs = Vec::with_capacity(8);
+        let pipe = Pipe::new();
+        p.set_interest(pipe.r, 0, READABLE).unwrap();
+        let (out, took) = wait(&p, Some(Duration::from_millis(30)));
+        assert!(out.is_empty());
+        assert!(took >= Duration::from_millis(30), "{took:?}");
+        // Rounded up, not down: 1 µs waits (at least) a millisecond.
+        let (_, took) = wait(&p, Some(Duration::from_micros(1)));
+        assert!(took >= Duration::from_millis(1), "{took:?}");
+        // Zero: no wait.
+        let (out, _) = wait(&p, Some(Duration::ZERO));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn reports_level_triggered_readability_until_unregistered() {
+        let p = Poller::new().unwrap();
+        let pipe = Pipe::new();
+        p.set_interest(pipe.r, 0, READABLE).unwrap();
+        pipe.put(b"x");
         for _ in 0..2 {
             // Not drained, so reported again: level-triggered.
-            let mut out = Vec::new();
-            p.wait(&mut evs, Some(Duration::from_millis(100)), &mut out)
-                .unwrap();
+            let (out, _) = wait(&p, Some(Duration::from_millis(100)));
             assert_eq!(out.len(), 1);
-            assert_eq!(out[0].fd, fds[0]);
-            assert_eq!(out[0].mask & READABLE, READABLE);
+            assert_eq!(out[0].fd, pipe.r);
+            assert_eq!(out[0].mask, READABLE);
         }
-        p.set_interest(fds[0], READABLE, 0).unwrap();
-        let mut out = Vec::new();
-        p.wait(&mut evs, Some(Duration::from_millis(1)), &mut out)
-            .unwrap();
+        pipe.drain();
+        let (out, _) = wait(&p, Some(Duration::from_millis(1)));
+        assert!(out.is_empty(), "drained: no longer ready");
+        pipe.put(b"y");
+        p.set_interest(pipe.r, READABLE, 0).unwrap();
+        let (out, _) = wait(&p, Some(Duration::from_millis(1)));
+        assert!(out.is_empty(), "unregistered: not reported");
+        // Unregistering again (or a closed fd) is not an error.
+        p.set_interest(pipe.r, 0, 0).unwrap();
+    }
+
+    #[test]
+    fn modify_switches_the_direction_watched() {
+        let p = Poller::new().unwrap();
+        let pipe = Pipe::new();
+        // The write end of an empty pipe is writable, never readable.
+        p.set_interest(pipe.w, 0, READABLE).unwrap();
+        let (out, _) = wait(&p, Some(Duration::from_millis(1)));
         assert!(out.is_empty());
-        unsafe {
-            libc::close(fds[0]);
-            libc::close(fds[1]);
+        p.set_interest(pipe.w, READABLE, WRITABLE).unwrap();
+        let (out, _) = wait(&p, Some(Duration::from_millis(100)));
+        assert_eq!(mask_of(&out, pipe.w), Some(WRITABLE));
+        p.set_interest(pipe.w, WRITABLE, READABLE | WRITABLE)
+            .unwrap();
+        let (out, _) = wait(&p, Some(Duration::from_millis(100)));
+        assert_eq!(mask_of(&out, pipe.w), Some(WRITABLE));
+    }
+
+    #[test]
+    fn stale_bookkeeping_is_forgiven() {
+        let p = Poller::new().unwrap();
+        let pipe = Pipe::new();
+        // "Modify" an fd the kernel never saw (its number was reused).
+        p.set_interest(pipe.r, READABLE, READABLE).unwrap();
+        // "Add" an fd already registered.
+        p.set_interest(pipe.r, 0, READABLE).unwrap();
+        pipe.put(b"x");
+        let (out, _) = wait(&p, Some(Duration::from_millis(100)));
+        assert_eq!(mask_of(&out, pipe.r), Some(READABLE));
+    }
+
+    #[test]
+    fn hang_up_wakes_both_directions() {
+        let p = Poller::new().unwrap();
+        let mut pipe = Pipe::new();
+        p.set_interest(pipe.r, 0, READABLE).unwrap();
+        pipe.close_write();
+        let (out, _) = wait(&p, Some(Duration::from_millis(100)));
+        assert_eq!(mask_of(&out, pipe.r), Some(READABLE | WRITABLE));
+    }
+
+    #[test]
+    fn an_eventfd_is_an_fd_like_any_other() {
+        let p = Poller::new().unwrap();
+        let owned = fd::eventfd().unwrap();
+        let efd = owned.as_raw_fd();
+        p.set_interest(efd, 0, READABLE).unwrap();
+        let (out, _) = wait(&p, Some(Duration::from_millis(1)));
+        assert!(out.is_empty());
+        fd::write_from(efd, &1u64.to_ne_bytes()).unwrap();
+        let (out, _) = wait(&p, Some(Duration::from_millis(100)));
+        assert_eq!(mask_of(&out, efd), Some(READABLE));
+    }
+
+    #[test]
+    fn a_full_event_buffer_grows_and_nothing_is_lost() {
+        let p = Poller::new().unwrap();
+        let pipes: Vec<Pipe> = (0..6).map(|_| Pipe::new()).collect();
+        for pipe in &pipes {
+            p.set_interest(pipe.r, 0, READABLE).unwrap();
+            pipe.put(b"x");
         }
+        let mut events = Vec::with_capacity(4);
+        let mut out = Vec::new();
+        p.wait(&mut events, Some(Duration::ZERO), &mut out).unwrap();
+        assert_eq!(out.len(), 4);
+        assert!(events.capacity() >= 8, "grown after a full wait");
+        out.clear();
+        p.wait(&mut events, Some(Duration::ZERO), &mut out).unwrap();
+        assert_eq!(out.len(), 6, "level-triggered: all six, now they fit");
+    }
+
+    #[test]
+    fn close_is_idempotent_and_wake_after_close_is_a_no_op() {
+        let p = Poller::new().unwrap();
+        p.close();
+        p.close();
+        p.wake();
     }
 }

@@ -21,7 +21,9 @@ use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::event_loop::{new_future, CoreLoop};
 use crate::poller::{READABLE, WRITABLE};
-use crate::syscalls::{os_error, recv_into_ptr, send_from_ptr, with_recv_buf, SHARED_RECV_BUF};
+use crate::py_io::os_error;
+use crate::recv_buf::{with_recv_buf, SHARED_RECV_BUF};
+use crate::sys::net::{recv_into_ptr, send_from_ptr};
 
 fn recv_bytes<'py>(py: Python<'py>, fd: RawFd, n: usize) -> PyResult<Option<Bound<'py, PyBytes>>> {
     if n > SHARED_RECV_BUF {

@@ -255,99 +255,21 @@ impl LoopStats {
     }
 }
 
-/// The clock that times each callback while slow-callback reports are on:
-/// the CPU's cycle counter where it is a reliable clock (x86-64 when the
-/// kernel itself uses the TSC, aarch64's virtual counter), about three
-/// instructions, against some fifty for `clock_gettime` through the vDSO;
-/// elsewhere `CLOCK_MONOTONIC` in nanoseconds.
-#[derive(Clone, Copy)]
-pub(crate) struct CycleClock {
-    counter: bool,
-    per_second: f64,
-}
+/// The stopwatch that times each callback while slow-callback reports are
+/// on: a cycle counter, not a second loop clock (why: `sys::clock`).
+///
+/// transitional: callers in stream.rs/pipe.rs/event_loop.rs move to sys::
+/// in phase 2 (event_loop.rs imports `stats::CycleClock`).
+pub(crate) use crate::sys::clock::CycleClock;
 
+// The Python-aware half of `sys::clock::CycleClock`: where it is cached and
+// how it is calibrated without blocking other threads.
 impl CycleClock {
     /// Calibrated once per process (the first time reports are turned on:
     /// a few milliseconds, without the GIL).
     pub(crate) fn get(py: Python<'_>) -> CycleClock {
         static CLOCK: std::sync::OnceLock<CycleClock> = std::sync::OnceLock::new();
         *CLOCK.get_or_init(|| py.detach(CycleClock::calibrate))
-    }
-
-    fn calibrate() -> CycleClock {
-        let fallback = CycleClock {
-            counter: false,
-            per_second: 1e9,
-        };
-        #[cfg(target_arch = "aarch64")]
-        {
-            let freq: u64;
-            // SAFETY: reading the counter frequency register has no effects.
-            unsafe { std::arch::asm!("mrs {}, cntfrq_el0", out(reg) freq) };
-            if freq > 0 {
-                return CycleClock {
-                    counter: true,
-                    per_second: freq as f64,
-                };
-            }
-        }
-        #[cfg(target_arch = "x86_64")]
-        {
-            let source = std::fs::read_to_string(
-                "/sys/devices/system/clocksource/clocksource0/current_clocksource",
-            )
-            .unwrap_or_default();
-            if source.trim() == "tsc" {
-                let (t0, c0) = (crate::timers::monotonic(), read_counter());
-                std::thread::sleep(std::time::Duration::from_millis(5));
-                let (t1, c1) = (crate::timers::monotonic(), read_counter());
-                let per_second = c1.wrapping_sub(c0) as f64 / (t1 - t0);
-                if (1e6..1e11).contains(&per_second) {
-                    return CycleClock {
-                        counter: true,
-                        per_second,
-                    };
-                }
-            }
-        }
-        fallback
-    }
-
-    #[inline(always)]
-    pub(crate) fn now(self) -> u64 {
-        if self.counter {
-            read_counter()
-        } else {
-            (crate::timers::monotonic() * 1e9) as u64
-        }
-    }
-
-    pub(crate) fn ticks(self, seconds: f64) -> u64 {
-        (seconds * self.per_second) as u64
-    }
-
-    pub(crate) fn seconds(self, ticks: u64) -> f64 {
-        ticks as f64 / self.per_second
-    }
-}
-
-#[inline(always)]
-fn read_counter() -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: RDTSC has no preconditions.
-        unsafe { std::arch::x86_64::_rdtsc() }
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        let v: u64;
-        // SAFETY: reading the virtual counter has no effects.
-        unsafe { std::arch::asm!("mrs {}, cntvct_el0", out(reg) v) };
-        v
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        (crate::timers::monotonic() * 1e9) as u64
     }
 }
 
