@@ -365,6 +365,12 @@ impl ReadPipeCore {
 #[derive(Clone, Copy)]
 pub(crate) struct PipeSink(RawFd);
 
+impl From<RawFd> for PipeSink {
+    fn from(fd: RawFd) -> Self {
+        PipeSink(fd)
+    }
+}
+
 impl Sink for PipeSink {
     #[inline]
     fn send(self, data: &[u8]) -> std::io::Result<Option<usize>> {
@@ -424,13 +430,8 @@ impl WriteEnd for WritePipeCore {
         join_type_errors: true,
     };
 
-    fn core_loop(&self) -> &Py<CoreLoop> {
-        &self.loop_
-    }
-
-    #[inline]
-    fn sink(&self) -> PipeSink {
-        PipeSink(self.fd)
+    fn watched_fd(&self) -> (&Py<CoreLoop>, RawFd) {
+        (&self.loop_, self.fd)
     }
 
     #[inline]
@@ -442,12 +443,8 @@ impl WriteEnd for WritePipeCore {
         upgrade(py, &self.st.lock().transport)
     }
 
-    fn flow_parties(&self, py: Python<'_>) -> Option<(Py<PyAny>, Py<PyAny>)> {
-        let st = self.st.lock();
-        match (&st.protocol, upgrade(py, &st.transport)) {
-            (Some(p), Some(t)) => Some((p.clone_ref(py), t)),
-            _ => None,
-        }
+    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.st.lock().protocol.as_ref().map(|p| p.clone_ref(py))
     }
 
     fn context(&self) -> Option<&Py<PyAny>> {
@@ -456,11 +453,6 @@ impl WriteEnd for WritePipeCore {
 
     fn watch_writable(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::watch(slf, WRITABLE)
-    }
-
-    fn unwatch(&self, py: Python<'_>, dir: u32) -> PyResult<()> {
-        self.loop_.bind(py).get().unwatch_if_open(self.fd, dir)?;
-        Ok(())
     }
 
     /// Everything written is out: finish a `write_eof()` / `close()` that
@@ -592,7 +584,7 @@ impl WritePipeCore {
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.st.lock().protocol.as_ref().map(|p| p.clone_ref(py))
+        self.protocol(py)
     }
 
     fn get_write_buffer_size(&self) -> usize {

@@ -42,6 +42,12 @@ use crate::write_side::{ByteView, Sink, WriteEnd, WriteRules, WriteSide};
 #[derive(Clone, Copy)]
 pub(crate) struct SocketSink(RawFd);
 
+impl From<RawFd> for SocketSink {
+    fn from(fd: RawFd) -> Self {
+        SocketSink(fd)
+    }
+}
+
 impl Sink for SocketSink {
     #[inline]
     fn send(self, data: &[u8]) -> std::io::Result<Option<usize>> {
@@ -56,11 +62,16 @@ impl Sink for SocketSink {
 
 struct State {
     /// The Python `SocketTransport` that owns this core (for callbacks and
-    /// error reports); None once the connection is lost. Held strongly,
-    /// unlike a pipe core's: the fd's handles are the core's own bound
-    /// methods with no argument (asyncio's `_read_ready_cb` is one, called
-    /// as is), so while the fd is watched the core keeps its transport
-    /// alive; the cycle is the GC's (`__traverse__`).
+    /// error reports); None once the connection is lost.
+    ///
+    /// Held strongly, where a pipe core holds its transport weakly (and
+    /// its fd handles carry it, src/pipe.rs `weak`). The fd's handles here
+    /// are the core's own bound methods with no argument (the per-read
+    /// path, and `_read_ready_cb`, which asyncio calls as is), and a
+    /// socket transport dropped open lives until the cyclic GC breaks its
+    /// cycle with the core, then warns: holding it weakly would free it at
+    /// once, as asyncio does, but change when its `ResourceWarning` fires
+    /// and its socket closes.
     transport: Option<Py<PyAny>>,
     protocol: Option<Py<PyAny>>,
     /// The protocol is an `asyncio.BufferedProtocol`.
@@ -252,13 +263,8 @@ impl WriteEnd for StreamCore {
         join_type_errors: false,
     };
 
-    fn core_loop(&self) -> &Py<CoreLoop> {
-        &self.loop_
-    }
-
-    #[inline]
-    fn sink(&self) -> SocketSink {
-        SocketSink(self.fd)
+    fn watched_fd(&self) -> (&Py<CoreLoop>, RawFd) {
+        (&self.loop_, self.fd)
     }
 
     #[inline]
@@ -270,12 +276,8 @@ impl WriteEnd for StreamCore {
         self.st.lock().transport.as_ref().map(|t| t.clone_ref(py))
     }
 
-    fn flow_parties(&self, py: Python<'_>) -> Option<(Py<PyAny>, Py<PyAny>)> {
-        let st = self.st.lock();
-        match (&st.protocol, &st.transport) {
-            (Some(p), Some(t)) => Some((p.clone_ref(py), t.clone_ref(py))),
-            _ => None,
-        }
+    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.st.lock().protocol.as_ref().map(|p| p.clone_ref(py))
     }
 
     fn context(&self) -> Option<&Py<PyAny>> {
@@ -284,11 +286,6 @@ impl WriteEnd for StreamCore {
 
     fn watch_writable(slf: &Bound<'_, Self>) -> PyResult<()> {
         Self::watch(slf, WRITABLE)
-    }
-
-    fn unwatch(&self, py: Python<'_>, dir: u32) -> PyResult<()> {
-        self.loop_.bind(py).get().unwatch_if_open(self.fd, dir)?;
-        Ok(())
     }
 
     /// Everything written is out: wake sendfile, finish a close or a
@@ -380,7 +377,7 @@ impl StreamCore {
     }
 
     fn get_protocol(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        self.st.lock().protocol.as_ref().map(|p| p.clone_ref(py))
+        self.protocol(py)
     }
 
     /// The socket is readable (registered as the fd's reader).

@@ -18,6 +18,7 @@
 //! (`ByteView`, `as_bytes_obj`, `check_write_type`).
 
 use std::io;
+use std::os::fd::RawFd;
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::ffi;
@@ -268,11 +269,19 @@ enum Flushed {
     Failed(io::Error),
 }
 
-/// What a write did under the lock.
-enum Step {
+/// What `WriteSide::offer` did with a write.
+#[derive(Debug)]
+pub(crate) enum Step {
     Refused(Admit),
-    Sent,
-    Buffered { watch: bool, pause: bool },
+    /// Nothing left to buffer; so many bytes went out now.
+    Sent(usize),
+    /// The rest is buffered; `watch`: the buffer was empty (watch for
+    /// writability), `pause`: `pause_writing()` is due.
+    Buffered {
+        sent: usize,
+        watch: bool,
+        pause: bool,
+    },
     Failed(io::Error),
 }
 
@@ -311,6 +320,52 @@ impl WriteSide {
         self.out.len() != before
     }
 
+    /// A write of `pending` (`empty`: nothing to write, by the caller's
+    /// rule): admitted, it is sent now through `sink` if nothing is
+    /// buffered (one call, vectored for several buffers), and what is left
+    /// is buffered.
+    pub(crate) fn offer<S: Sink>(
+        &mut self,
+        rules: &WriteRules,
+        sink: S,
+        pending: &[Pending<'_, '_>],
+        empty: bool,
+    ) -> Step {
+        match self.admit(rules, empty) {
+            Admit::Write => {}
+            refused => return Step::Refused(refused),
+        }
+        let watch = self.out.is_empty();
+        let sent = if watch {
+            let sent = match pending {
+                [(one, _)] => sink.send(one),
+                _ => sink.send_vectored(&iovecs(pending)),
+            };
+            match sent {
+                Ok(Some(n)) => n,
+                Ok(None) => 0,
+                Err(e) => return Step::Failed(e),
+            }
+        } else {
+            0
+        };
+        if !self.push_rest(pending, sent) {
+            return Step::Sent(sent);
+        }
+        let pause = self.flow.should_pause(self.out.len());
+        Step::Buffered { sent, watch, pause }
+    }
+
+    /// One vectored send of the buffer through `sink`: what it took is
+    /// dropped; after an error, everything is (asyncio clears its buffer).
+    pub(crate) fn send_buffered<S: Sink>(
+        &mut self,
+        py: Python<'_>,
+        sink: S,
+    ) -> io::Result<Option<usize>> {
+        self.out.send_with(py, |iov| sink.send_vectored(iov))
+    }
+
     /// `connection_lost` is now scheduled (or running).
     pub(crate) fn mark_lost(&mut self, rules: &WriteRules) {
         self.lost = true;
@@ -335,25 +390,41 @@ impl WriteSide {
 /// A transport core with a write side (`StreamCore`, `WritePipeCore`):
 /// what it provides, and the write paths built on it.
 pub(crate) trait WriteEnd: PyClass<Frozen = True> + Sync + Sized {
-    type Sink: Sink;
+    type Sink: Sink + From<RawFd>;
     const RULES: WriteRules;
 
-    fn core_loop(&self) -> &Py<CoreLoop>;
-    fn sink(&self) -> Self::Sink;
+    /// The loop and the fd it watches for this core.
+    fn watched_fd(&self) -> (&Py<CoreLoop>, RawFd);
     /// Under the core's lock: `f(write side)`.
     fn with_side<R>(&self, f: impl FnOnce(&mut WriteSide) -> R) -> R;
     /// The Python transport (None once it is gone).
     fn transport(&self, py: Python<'_>) -> Option<Py<PyAny>>;
-    /// The protocol and the transport (None once either is gone).
-    fn flow_parties(&self, py: Python<'_>) -> Option<(Py<PyAny>, Py<PyAny>)>;
+    /// The protocol (None once it is gone).
+    fn protocol(&self, py: Python<'_>) -> Option<Py<PyAny>>;
     /// The context `connection_lost` is scheduled in.
     fn context(&self) -> Option<&Py<PyAny>>;
     /// Register `_write_ready` as the fd's writer.
     fn watch_writable(slf: &Bound<'_, Self>) -> PyResult<()>;
-    fn unwatch(&self, py: Python<'_>, dir: u32) -> PyResult<()>;
     /// The buffer drained (writer removed, `resume_writing()` decided):
     /// finish what waited for it.
     fn drained(slf: &Bound<'_, Self>) -> PyResult<()>;
+
+    fn core_loop(&self) -> &Py<CoreLoop> {
+        self.watched_fd().0
+    }
+
+    #[inline]
+    fn sink(&self) -> Self::Sink {
+        Self::Sink::from(self.watched_fd().1)
+    }
+
+    /// Stop watching the fd in direction `dir` (nothing once the loop is
+    /// closed).
+    fn unwatch(&self, py: Python<'_>, dir: u32) -> PyResult<()> {
+        let (loop_, fd) = self.watched_fd();
+        loop_.bind(py).get().unwatch_if_open(fd, dir)?;
+        Ok(())
+    }
 
     // -- flow control --
 
@@ -382,9 +453,9 @@ pub(crate) trait WriteEnd: PyClass<Frozen = True> + Sync + Sized {
     }
 
     /// `protocol.<method>()`; a failure goes to the exception handler, as
-    /// in asyncio's `_FlowControlMixin`.
+    /// in asyncio's `_FlowControlMixin`. Nothing once either is gone.
     fn notify_flow(&self, py: Python<'_>, method: &Bound<'_, PyString>) -> PyResult<()> {
-        let Some((protocol, transport)) = self.flow_parties(py) else {
+        let (Some(protocol), Some(transport)) = (self.protocol(py), self.transport(py)) else {
             return Ok(());
         };
         let Err(err) = protocol.bind(py).call_method0(method) else {
@@ -495,44 +566,21 @@ pub(crate) trait WriteEnd: PyClass<Frozen = True> + Sync + Sized {
         let py = slf.py();
         let this = slf.get();
         let sink = this.sink();
-        let step = this.with_side(|w| {
-            match w.admit(&Self::RULES, empty) {
-                Admit::Write => {}
-                refused => return Step::Refused(refused),
+        let step = this.with_side(|w| w.offer(&Self::RULES, sink, pending, empty));
+        let written = |n| {
+            if n > 0 {
+                this.core_loop().get().record_bytes_written(n);
             }
-            if !w.out.is_empty() {
-                if !w.push_rest(pending, 0) {
-                    return Step::Sent;
-                }
-                let pause = w.flow.should_pause(w.out.len());
-                return Step::Buffered {
-                    watch: false,
-                    pause,
-                };
-            }
-            let sent = match pending {
-                [(one, _)] => sink.send(one),
-                _ => sink.send_vectored(&iovecs(pending)),
-            };
-            let n = match sent {
-                Ok(Some(n)) => {
-                    this.core_loop().get().record_bytes_written(n);
-                    n
-                }
-                Ok(None) => 0,
-                Err(e) => return Step::Failed(e),
-            };
-            if !w.push_rest(pending, n) {
-                return Step::Sent;
-            }
-            let pause = w.flow.should_pause(w.out.len());
-            Step::Buffered { watch: true, pause }
-        });
+        };
         match step {
-            Step::Sent => Ok(()),
+            Step::Sent(n) => {
+                written(n);
+                Ok(())
+            }
             Step::Refused(admit) => refused(py, &Self::RULES, method, admit).map(drop),
             Step::Failed(e) => Self::write_failed(slf, os_error(py, e)),
-            Step::Buffered { watch, pause } => {
+            Step::Buffered { sent, watch, pause } => {
+                written(sent);
                 if watch {
                     Self::watch_writable(slf)?;
                 }
@@ -557,7 +605,7 @@ pub(crate) trait WriteEnd: PyClass<Frozen = True> + Sync + Sized {
             if w.out.is_empty() {
                 return Flushed::Empty;
             }
-            match w.out.send_with(py, |iov| sink.send_vectored(iov)) {
+            match w.send_buffered(py, sink) {
                 Ok(Some(n)) => {
                     this.core_loop().get().record_bytes_written(n);
                     Flushed::Sent
@@ -691,5 +739,270 @@ fn refused(py: Python<'_>, rules: &WriteRules, method: &str, admit: Admit) -> Py
         Admit::DuringSendfile => Err(PyRuntimeError::new_err(format!(
             "unable to {method}; sendfile is in progress"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::pipe::WritePipeCore;
+    use crate::stream::StreamCore;
+
+    const SOCKET: WriteRules = <StreamCore as WriteEnd>::RULES;
+    const PIPE: WriteRules = <WritePipeCore as WriteEnd>::RULES;
+
+    /// What a fake fd takes: per call, at most `room[0]` bytes (`None`:
+    /// would block; no entry left: everything), or an error if `fail`.
+    #[derive(Default)]
+    struct Fake {
+        room: Vec<Option<usize>>,
+        fail: bool,
+        taken: Vec<u8>,
+        calls: Vec<&'static str>,
+    }
+
+    #[derive(Clone, Copy)]
+    struct FakeSink<'a>(&'a RefCell<Fake>);
+
+    impl FakeSink<'_> {
+        fn take(self, call: &'static str, parts: &[&[u8]]) -> io::Result<Option<usize>> {
+            let mut fake = self.0.borrow_mut();
+            fake.calls.push(call);
+            if fake.fail {
+                return Err(io::Error::from_raw_os_error(libc::EPIPE));
+            }
+            let room = if fake.room.is_empty() {
+                Some(usize::MAX)
+            } else {
+                fake.room.remove(0)
+            };
+            let Some(mut room) = room else {
+                return Ok(None);
+            };
+            let mut n = 0;
+            for part in parts {
+                let k = room.min(part.len());
+                fake.taken.extend_from_slice(&part[..k]);
+                room -= k;
+                n += k;
+            }
+            Ok(Some(n))
+        }
+    }
+
+    impl Sink for FakeSink<'_> {
+        fn send(self, data: &[u8]) -> io::Result<Option<usize>> {
+            self.take("send", &[data])
+        }
+
+        fn send_vectored(self, bufs: &[libc::iovec]) -> io::Result<Option<usize>> {
+            let parts: Vec<&[u8]> = bufs
+                .iter()
+                // SAFETY: the iovecs point into buffers the caller holds.
+                .map(|v| unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) })
+                .collect();
+            self.take("send_vectored", &parts)
+        }
+    }
+
+    fn with_py(f: impl FnOnce(Python<'_>)) {
+        Python::initialize();
+        Python::attach(f);
+    }
+
+    fn fake(room: &[Option<usize>]) -> RefCell<Fake> {
+        RefCell::new(Fake {
+            room: room.to_vec(),
+            ..Fake::default()
+        })
+    }
+
+    #[test]
+    fn marks_are_crossed_once_each_way() {
+        let mut flow = FlowControl::default();
+        assert_eq!(flow.limits(), (16 * 1024, 64 * 1024));
+        assert!(!flow.should_pause(64 * 1024));
+        assert!(flow.should_pause(64 * 1024 + 1));
+        assert!(flow.is_paused());
+        assert!(!flow.should_pause(100 * 1024), "paused once");
+        assert!(!flow.should_resume(16 * 1024 + 1));
+        assert!(flow.should_resume(16 * 1024));
+        assert!(!flow.is_paused());
+        assert!(!flow.should_resume(0), "resumed once");
+        flow.set_limits(10, 2);
+        assert!(flow.should_pause(11));
+        assert!(!flow.should_resume(3));
+        assert!(flow.should_resume(2));
+    }
+
+    #[test]
+    fn buffer_accounts_for_chunks_and_partial_sends() {
+        with_py(|py| {
+            let big = PyBytes::new(py, &[7u8; 10_000]);
+            let mut out = WriteBuffer::default();
+            out.push(b"ab", None);
+            out.push(b"", None);
+            out.push(b"cd", None); // coalesced with "ab"
+            out.push(&big.as_bytes()[..5000], Some(&big)); // referenced
+            out.push(b"ef", None);
+            assert_eq!(out.len(), 5006);
+            let sink = FakeSink(&fake(&[Some(3), Some(4999), None]));
+            let sent = out.send_with(py, |iov| {
+                assert_eq!(iov.len(), 3);
+                sink.send_vectored(iov)
+            });
+            assert_eq!(sent.unwrap(), Some(3));
+            assert_eq!(out.len(), 5003);
+            assert_eq!(
+                out.send_with(py, |iov| sink.send_vectored(iov)).unwrap(),
+                Some(4999)
+            );
+            assert_eq!(out.len(), 4);
+            assert_eq!(
+                out.send_with(py, |iov| sink.send_vectored(iov)).unwrap(),
+                None
+            );
+            assert_eq!(out.len(), 4);
+            assert_eq!(
+                out.send_with(py, |iov| sink.send_vectored(iov)).unwrap(),
+                Some(4)
+            );
+            assert!(out.is_empty());
+            let taken = &sink.0.borrow().taken;
+            assert_eq!(&taken[..4], b"abcd");
+            assert!(taken[4..5004].iter().all(|&b| b == 7));
+            assert_eq!(&taken[5004..], b"ef");
+        });
+    }
+
+    #[test]
+    fn a_write_goes_out_at_once_and_only_the_rest_is_buffered() {
+        with_py(|py| {
+            let fake = fake(&[Some(3)]);
+            let sink = FakeSink(&fake);
+            let mut side = WriteSide::default();
+            let step = side.offer(&SOCKET, sink, &[(b"hello", None)], false);
+            assert!(matches!(
+                step,
+                Step::Buffered {
+                    sent: 3,
+                    watch: true,
+                    pause: false
+                }
+            ));
+            assert_eq!(side.out.len(), 2);
+            // Something is buffered: no syscall, appended.
+            let step = side.offer(&SOCKET, sink, &[(b"abc", None)], false);
+            assert!(matches!(
+                step,
+                Step::Buffered {
+                    sent: 0,
+                    watch: false,
+                    pause: false
+                }
+            ));
+            assert_eq!(fake.borrow().calls, ["send"]);
+            assert_eq!(side.send_buffered(py, sink).unwrap(), Some(5));
+            assert!(side.out.is_empty());
+            assert_eq!(fake.borrow().taken, b"helloabc");
+            let step = side.offer(&SOCKET, sink, &[(b"xy", None)], false);
+            assert!(matches!(step, Step::Sent(2)));
+        });
+    }
+
+    #[test]
+    fn writelines_is_one_vectored_send_split_where_it_stopped() {
+        with_py(|py| {
+            let fake = fake(&[Some(4)]);
+            let sink = FakeSink(&fake);
+            let mut side = WriteSide::default();
+            let parts: [Pending<'_, '_>; 3] = [(b"abc", None), (b"def", None), (b"gh", None)];
+            let step = side.offer(&PIPE, sink, &parts, false);
+            assert!(matches!(step, Step::Buffered { sent: 4, .. }));
+            assert_eq!(side.out.len(), 4);
+            assert_eq!(fake.borrow().calls, ["send_vectored"]);
+            side.send_buffered(py, sink).unwrap();
+            assert_eq!(fake.borrow().taken, b"abcdefgh");
+        });
+    }
+
+    #[test]
+    fn the_buffer_crossing_the_marks_pauses_then_resumes() {
+        with_py(|py| {
+            let fake = fake(&[None, Some(5), Some(5)]);
+            let sink = FakeSink(&fake);
+            let mut side = WriteSide::default();
+            side.flow.set_limits(8, 2);
+            let step = side.offer(&PIPE, sink, &[(b"0123456789", None)], false);
+            assert!(matches!(
+                step,
+                Step::Buffered {
+                    sent: 0,
+                    watch: true,
+                    pause: true
+                }
+            ));
+            let step = side.offer(&PIPE, sink, &[(b"ab", None)], false);
+            assert!(matches!(step, Step::Buffered { pause: false, .. }));
+            assert_eq!(side.send_buffered(py, sink).unwrap(), Some(5));
+            assert!(!side.flow.should_resume(side.out.len()), "7 left");
+            assert_eq!(side.send_buffered(py, sink).unwrap(), Some(5));
+            assert!(side.flow.should_resume(side.out.len()), "2 left");
+        });
+    }
+
+    #[test]
+    fn a_failed_send_drops_the_buffer() {
+        with_py(|py| {
+            let fake = fake(&[None]);
+            let sink = FakeSink(&fake);
+            let mut side = WriteSide::default();
+            side.offer(&SOCKET, sink, &[(b"abc", None)], false);
+            assert_eq!(side.out.len(), 3);
+            fake.borrow_mut().fail = true;
+            assert!(side.send_buffered(py, sink).is_err());
+            assert!(side.out.is_empty());
+            let step = side.offer(&SOCKET, sink, &[(b"abc", None)], false);
+            assert!(matches!(step, Step::Failed(_)));
+            assert!(side.out.is_empty());
+        });
+    }
+
+    #[test]
+    fn writes_are_admitted_by_each_transports_rules() {
+        let mut side = WriteSide::default();
+        assert_eq!(side.admit(&SOCKET, true), Admit::Nothing);
+        assert_eq!(side.admit(&SOCKET, false), Admit::Write);
+        side.closing = true;
+        // The socket sends what is written before the buffer drains; the
+        // pipe drops it.
+        assert_eq!(side.admit(&SOCKET, false), Admit::Write);
+        assert_eq!(side.admit(&PIPE, false), Admit::Lost);
+        assert_eq!(side.conn_lost, 1);
+        for _ in 0..4 {
+            assert_eq!(side.admit(&PIPE, false), Admit::Lost);
+        }
+        assert_eq!(side.admit(&PIPE, false), Admit::LostWarn);
+        assert_eq!(side.admit(&PIPE, true), Admit::Nothing, "not counted");
+        assert_eq!(side.conn_lost, 6);
+        side.eof = true;
+        assert_eq!(side.admit(&SOCKET, true), Admit::AfterEof);
+    }
+
+    #[test]
+    fn losing_the_connection_counts_by_the_rules() {
+        let mut socket = WriteSide::default();
+        socket.mark_lost(&SOCKET);
+        assert!(socket.lost);
+        assert_eq!(socket.conn_lost, 1);
+        socket.detach(&SOCKET);
+        assert_eq!(socket.conn_lost, 1);
+        let mut pipe = WriteSide::default();
+        pipe.mark_lost(&PIPE);
+        pipe.detach(&PIPE);
+        assert!(pipe.lost && pipe.closing);
+        assert_eq!(pipe.conn_lost, 0);
     }
 }
