@@ -29,13 +29,13 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyBrokenPipeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple, PyWeakrefMethods, PyWeakrefReference};
+use pyo3::types::{PyTuple, PyWeakrefMethods, PyWeakrefReference};
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::CoreLoop;
 use crate::poller::{READABLE, WRITABLE};
-use crate::syscalls::{os_error, retry_syscall, with_recv_buf, IOV_MAX, SHARED_RECV_BUF};
-use crate::transport_common::{call_soon, fatal_error, schedule_connection_lost};
+use crate::syscalls::{os_error, retry_syscall, IOV_MAX};
+use crate::transport_common::{call_soon, fatal_error, read_to_bytes, schedule_connection_lost};
 use crate::write_side::{Sink, WriteEnd, WriteRules, WriteSide};
 
 fn read_into(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
@@ -231,14 +231,7 @@ impl ReadPipeCore {
                 None => return Ok(()),
             }
         };
-        let read = |buf: &mut [u8]| {
-            read_into(this.fd, buf).map(|got| got.map(|n| PyBytes::new(py, &buf[..n])))
-        };
-        let received = if this.max_size <= SHARED_RECV_BUF {
-            with_recv_buf(|buf| read(&mut buf[..this.max_size]))
-        } else {
-            read(&mut vec![0u8; this.max_size])
-        };
+        let received = read_to_bytes(py, this.max_size, |buf| read_into(this.fd, buf));
         let data = match received {
             Ok(Some(data)) => data,
             Ok(None) => return Ok(()),

@@ -26,16 +26,16 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::PyTuple;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::{new_future, CoreLoop};
 use crate::poller::{READABLE, WRITABLE};
 use crate::syscalls::{
     bytes_queued, os_error, recv_into_ptr, recv_new_bytes, send_from_ptr, send_vectored,
-    shutdown_write, with_recv_buf, DIRECT_READ_MIN, SHARED_RECV_BUF,
+    shutdown_write, DIRECT_READ_MIN, SHARED_RECV_BUF,
 };
-use crate::transport_common::fatal_error;
+use crate::transport_common::{fatal_error, read_to_bytes};
 use crate::write_side::{ByteView, Sink, WriteEnd, WriteRules, WriteSide};
 
 /// A socket's `send` / `sendmsg`, without SIGPIPE.
@@ -147,9 +147,8 @@ impl StreamCore {
         let received = if queued >= DIRECT_READ_MIN {
             recv_new_bytes(py, fd, queued.min(SHARED_RECV_BUF))?
         } else {
-            with_recv_buf(|buf| {
+            read_to_bytes(py, SHARED_RECV_BUF, |buf| {
                 recv_into_ptr(fd, buf.as_mut_ptr(), buf.len())
-                    .map(|got| got.map(|n| PyBytes::new(py, &buf[..n])))
             })
         };
         let data = match received {

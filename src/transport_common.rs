@@ -4,14 +4,17 @@
 //!   (`must_propagate`), the report of one that raised
 //!   (`loop.call_exception_handler`);
 //! - their calls into the Python transport: `_fatal_error` and scheduling
-//!   `_call_connection_lost`.
+//!   `_call_connection_lost`;
+//! - reading for `data_received`: one read into the reusable per-thread
+//!   buffer, a `bytes` of the exact size (`read_to_bytes`).
 
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::event_loop::CoreLoop;
+use crate::syscalls::{with_recv_buf, SHARED_RECV_BUF};
 
 /// Is `err` one that asyncio lets escape from a transport callback?
 pub(crate) fn must_propagate(py: Python<'_>, err: &PyErr) -> bool {
@@ -92,4 +95,21 @@ pub(crate) fn schedule_connection_lost(
         .bind(py)
         .getattr(intern!(py, "_call_connection_lost"))?;
     call_soon(loop_, callback, PyTuple::new(py, [exc])?, context)
+}
+
+/// One `read` (a `recv`, a pipe's `read`) of at most `max` bytes into this
+/// thread's reusable buffer (or, for a larger `max`, a buffer of its own),
+/// as a `bytes` of the exact size: what the stream and pipe transports
+/// hand `data_received`. Empty at end of file; Ok(None): would block.
+pub(crate) fn read_to_bytes<'py>(
+    py: Python<'py>,
+    max: usize,
+    read: impl FnOnce(&mut [u8]) -> std::io::Result<Option<usize>>,
+) -> std::io::Result<Option<Bound<'py, PyBytes>>> {
+    let take = |buf: &mut [u8]| read(buf).map(|got| got.map(|n| PyBytes::new(py, &buf[..n])));
+    if max <= SHARED_RECV_BUF {
+        with_recv_buf(|buf| take(&mut buf[..max]))
+    } else {
+        take(&mut vec![0u8; max])
+    }
 }
