@@ -36,7 +36,8 @@ use crate::syscalls::{
     shutdown_write, DIRECT_READ_MIN, SHARED_RECV_BUF,
 };
 use crate::transport_common::{fatal_error, read_to_bytes};
-use crate::write_side::{ByteView, Sink, WriteEnd, WriteRules, WriteSide};
+use crate::write_buffer::ByteView;
+use crate::write_side::{Sink, WriteEnd, WriteRules, WriteSide};
 
 /// A socket's `send` / `sendmsg`, without SIGPIPE.
 #[derive(Clone, Copy)]
