@@ -28,6 +28,7 @@ pub mod syscalls;
 pub mod timers;
 pub mod transport_common;
 pub mod write_buffer;
+pub mod write_side;
 
 use pyo3::prelude::*;
 

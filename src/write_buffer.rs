@@ -7,9 +7,13 @@
 //! copy in user space. Small writes, and mutable buffers (`bytearray`,
 //! `memoryview`, whose contents the caller may change after `write()`),
 //! are copied into owned chunks, small ones coalesced.
+//!
+//! Also here: the views of Python buffers the stream and pipe transports
+//! write from (`ByteView`, `as_bytes_obj`, `check_write_type`).
 
 use std::collections::VecDeque;
 
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -150,3 +154,77 @@ impl WriteBuffer {
         }
     }
 }
+
+// -- Python buffers ------------------------------------------------------------
+
+/// A contiguous byte view of a buffer object: what `write` sends
+/// (`PyBUF_SIMPLE`) or what `recv_into` fills (`PyBUF_WRITABLE`).
+pub(crate) struct ByteView {
+    view: ffi::Py_buffer,
+}
+
+impl ByteView {
+    pub(crate) fn new(obj: &Bound<'_, PyAny>, flags: std::os::raw::c_int) -> PyResult<ByteView> {
+        // SAFETY: a zeroed Py_buffer is what PyObject_GetBuffer fills in.
+        let mut view: ffi::Py_buffer = unsafe { std::mem::zeroed() };
+        // SAFETY: `obj` is live; on success the buffer is released in Drop.
+        if unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), &mut view, flags) } < 0 {
+            return Err(PyErr::fetch(obj.py()));
+        }
+        Ok(ByteView { view })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.view.len as usize
+    }
+
+    /// Only for a view acquired with `PyBUF_WRITABLE`.
+    pub(crate) fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.view.buf.cast()
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        if self.view.len == 0 {
+            return &[];
+        }
+        // SAFETY: PyBUF_SIMPLE gives `len` contiguous bytes at `buf`, valid
+        // until the buffer is released.
+        unsafe { std::slice::from_raw_parts(self.view.buf as *const u8, self.view.len as usize) }
+    }
+}
+
+impl Drop for ByteView {
+    fn drop(&mut self) {
+        // SAFETY: acquired in `new`, released once.
+        unsafe { ffi::PyBuffer_Release(&mut self.view) };
+    }
+}
+
+/// `write()`'s `TypeError` for anything but `bytes`, `bytearray` and
+/// `memoryview`, in the running asyncio's own words.
+pub(crate) fn check_write_type(data: &Bound<'_, PyAny>) -> PyResult<()> {
+    let p = data.as_ptr();
+    // SAFETY: type checks on a live object.
+    let ok = unsafe {
+        ffi::PyBytes_Check(p) != 0
+            || ffi::PyByteArray_Check(p) != 0
+            || ffi::PyMemoryView_Check(p) != 0
+    };
+    if ok {
+        return Ok(());
+    }
+    // The running asyncio's own words (3.14.x reworded them).
+    let err = crate::handles::glue(data.py(), "write_type_error")?.call1((data,))?;
+    Err(PyErr::from_value(err))
+}
+
+/// `obj` as `bytes`, if it is exactly one: immutable, so it may be
+/// referenced instead of copied, and freeing it runs no Python code (a
+/// subclass's `__del__` could call back into a transport whose lock is
+/// held; on 3.12+ its `__buffer__` may also export other bytes).
+pub(crate) fn as_bytes_obj<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> Option<&'a Bound<'py, PyBytes>> {
+    obj.cast_exact::<PyBytes>().ok()
+}
+
+/// Data not yet sent, and the `bytes` object it is a slice of (if any).
+pub(crate) type Pending<'a, 'py> = (&'a [u8], Option<&'a Bound<'py, PyBytes>>);
