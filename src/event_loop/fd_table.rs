@@ -101,6 +101,7 @@ impl FdTable {
         };
         if handle.is_some() || new_mask != was {
             if let Err(e) = poller.set_interest(fd, was, new_mask) {
+                // Refused (a regular file: EPERM): leave no trace of the fd.
                 if entry.is_empty() {
                     *slot = None;
                     self.watched -= 1;
