@@ -19,6 +19,8 @@ use pyo3::types::PyTuple;
 use super::CoreLoop;
 use crate::handles::{gc_untrack, Handle, TimerHandle};
 
+/// `contextvars.copy_context()`: every handle given no context gets one.
+#[inline]
 fn copy_context(py: Python<'_>) -> PyResult<Py<PyAny>> {
     // SAFETY: returns a new reference or NULL with an exception set.
     unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()).map(Bound::unbind) }

@@ -1,7 +1,8 @@
 //! asyncio Futures and Tasks made from Rust, without a Python frame:
 //! `create_future`, `create_task`'s common path, and the Futures the
-//! transports and `sock_*` coroutines wait on (`new_future`). Both are
-//! CPython's C classes, looked up in asyncio on every call as asyncio does.
+//! transports and `sock_*` coroutines wait on (`new_future`): CPython's C
+//! `Future` and `Task` unless replaced, looked up in asyncio on every call
+//! as asyncio does.
 
 use std::sync::atomic::Ordering;
 
@@ -15,6 +16,7 @@ use super::CoreLoop;
 /// `asyncio.<module>.<name>`, looked up per call as asyncio itself does:
 /// `asyncio.tasks.Task` / `asyncio.futures.Future` may be replaced (tests
 /// and instrumentation do).
+#[inline]
 fn asyncio_attr<'py>(
     py: Python<'py>,
     module: &str,
@@ -52,6 +54,7 @@ impl CoreLoop {
     /// from Rust; a task factory, debug mode or other keyword arguments
     /// (3.14's `eager_start=`, ...) take asyncio's own Python path
     /// (`_create_task_py`), which knows each version's details and errors.
+    #[inline]
     pub(super) fn new_task<'py>(
         slf: &Bound<'py, Self>,
         coro: &Bound<'py, PyAny>,
