@@ -12,8 +12,8 @@ pub(super) fn with_python(test: impl FnOnce(Python<'_>)) {
     Python::attach(test);
 }
 
-/// A handle for `None()`, with no loop: enough for the structures, which
-/// never run it.
+/// A handle whose callback is `None`, with no loop: enough for the
+/// structures, which never run it.
 pub(super) fn handle(py: Python<'_>) -> Py<Handle> {
     let h = Handle::new(
         py.None(),
