@@ -10,7 +10,7 @@
 //! - `event_loop` ties them into `CoreLoop`, the base class of the
 //!   Python-level `ferroloop.Loop`; the transports and `sock_api` sit on it.
 //!
-//! `syscalls` only re-exports, for files not yet moved to `sys` (phase 2).
+//! No module outside `sys` calls `libc`.
 
 pub mod datagram;
 pub mod event_loop;
@@ -24,7 +24,6 @@ pub mod sock_api;
 pub mod stats;
 pub mod stream;
 pub mod sys;
-pub mod syscalls;
 pub mod timers;
 pub mod transport_common;
 pub mod write_buffer;

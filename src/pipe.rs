@@ -34,14 +34,11 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::CoreLoop;
 use crate::poller::{READABLE, WRITABLE};
-use crate::syscalls::{os_error, retry_syscall, IOV_MAX};
+use crate::py_io::os_error;
+use crate::sys::fd::{read_into, write_from, write_vectored};
+use crate::sys::IoVec;
 use crate::transport_common::{call_soon, fatal_error, read_to_bytes, schedule_connection_lost};
 use crate::write_side::{Sink, WriteEnd, WriteRules, WriteSide};
-
-fn read_into(fd: RawFd, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
-    // SAFETY: `buf` is writable for its length.
-    retry_syscall(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })
-}
 
 /// The core holds its transport through a weak reference: what keeps an
 /// open transport alive is what keeps asyncio's alive (its user, and the
@@ -367,15 +364,12 @@ impl From<RawFd> for PipeSink {
 impl Sink for PipeSink {
     #[inline]
     fn send(self, data: &[u8]) -> std::io::Result<Option<usize>> {
-        // SAFETY: `data` is readable for its length.
-        retry_syscall(|| unsafe { libc::write(self.0, data.as_ptr().cast(), data.len()) })
+        write_from(self.0, data)
     }
 
     #[inline]
-    fn send_vectored(self, bufs: &[libc::iovec]) -> std::io::Result<Option<usize>> {
-        let count = bufs.len().min(IOV_MAX) as libc::c_int;
-        // SAFETY: every iovec points into a buffer the caller holds.
-        retry_syscall(|| unsafe { libc::writev(self.0, bufs.as_ptr(), count) })
+    fn send_vectored(self, bufs: &[IoVec]) -> std::io::Result<Option<usize>> {
+        write_vectored(self.0, bufs)
     }
 }
 

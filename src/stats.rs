@@ -255,12 +255,7 @@ impl LoopStats {
     }
 }
 
-/// The stopwatch that times each callback while slow-callback reports are
-/// on: a cycle counter, not a second loop clock (why: `sys::clock`).
-///
-/// transitional: callers in stream.rs/pipe.rs/event_loop.rs move to sys::
-/// in phase 2 (event_loop.rs imports `stats::CycleClock`).
-pub(crate) use crate::sys::clock::CycleClock;
+use crate::sys::clock::CycleClock;
 
 // The Python-aware half of `sys::clock::CycleClock`: where it is cached and
 // how it is calibrated without blocking other threads.

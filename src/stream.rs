@@ -31,10 +31,10 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::event_loop::{new_future, CoreLoop};
 use crate::poller::{READABLE, WRITABLE};
-use crate::syscalls::{
-    bytes_queued, os_error, recv_into_ptr, recv_new_bytes, send_from_ptr, send_vectored,
-    shutdown_write, DIRECT_READ_MIN, SHARED_RECV_BUF,
-};
+use crate::py_io::{os_error, recv_new_bytes};
+use crate::recv_buf::{DIRECT_READ_MIN, SHARED_RECV_BUF};
+use crate::sys::net::{bytes_queued, recv_into_ptr, send_from_ptr, send_vectored, shutdown_write};
+use crate::sys::IoVec;
 use crate::transport_common::{fatal_error, read_to_bytes};
 use crate::write_buffer::ByteView;
 use crate::write_side::{Sink, WriteEnd, WriteRules, WriteSide};
@@ -56,7 +56,7 @@ impl Sink for SocketSink {
     }
 
     #[inline]
-    fn send_vectored(self, bufs: &[libc::iovec]) -> std::io::Result<Option<usize>> {
+    fn send_vectored(self, bufs: &[IoVec]) -> std::io::Result<Option<usize>> {
         send_vectored(self.0, bufs)
     }
 }

@@ -18,11 +18,6 @@ use pyo3::Py;
 
 use crate::handles::Handle;
 
-/// transitional: callers in stream.rs/pipe.rs/event_loop.rs move to sys::
-/// in phase 2 (event_loop.rs imports `timers::monotonic`; the clock is
-/// `sys::clock::monotonic`).
-pub use crate::sys::clock::monotonic;
-
 /// The resolution asyncio adds to "now" when it decides which timers are due.
 pub const CLOCK_RESOLUTION: f64 = 1e-9;
 

@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::event_loop::CoreLoop;
-use crate::syscalls::{with_recv_buf, SHARED_RECV_BUF};
+use crate::recv_buf::{with_recv_buf, SHARED_RECV_BUF};
 
 /// Is `err` one that asyncio lets escape from a transport callback?
 pub(crate) fn must_propagate(py: Python<'_>, err: &PyErr) -> bool {

@@ -17,7 +17,8 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::syscalls::IOV_MAX;
+use crate::sys::fd::io_vec;
+use crate::sys::{IoVec, IOV_MAX};
 
 /// Below this, copying is cheaper than holding a reference and an iovec.
 const COPY_BELOW: usize = 4096;
@@ -111,7 +112,7 @@ impl WriteBuffer {
     pub(crate) fn send_with(
         &mut self,
         py: Python<'_>,
-        send: impl FnOnce(&[libc::iovec]) -> std::io::Result<Option<usize>>,
+        send: impl FnOnce(&[IoVec]) -> std::io::Result<Option<usize>>,
     ) -> std::io::Result<Option<usize>> {
         let mut iov = Vec::new();
         self.iovecs(py, &mut iov);
@@ -126,15 +127,14 @@ impl WriteBuffer {
 
     /// The pending bytes as iovecs (at most IOV_MAX), valid while `self`
     /// is neither changed nor dropped.
-    fn iovecs(&self, py: Python<'_>, out: &mut Vec<libc::iovec>) {
+    fn iovecs(&self, py: Python<'_>, out: &mut Vec<IoVec>) {
         out.clear();
-        out.extend(self.chunks.iter().take(IOV_MAX).map(|c| {
-            let b = c.bytes(py);
-            libc::iovec {
-                iov_base: b.as_ptr().cast_mut().cast(),
-                iov_len: b.len(),
-            }
-        }));
+        out.extend(
+            self.chunks
+                .iter()
+                .take(IOV_MAX)
+                .map(|c| io_vec(c.bytes(py))),
+        );
     }
 
     /// Drop the first `n` bytes (sent).

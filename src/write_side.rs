@@ -30,32 +30,28 @@ use pyo3::PyClass;
 
 use crate::event_loop::CoreLoop;
 use crate::poller::{READABLE, WRITABLE};
-use crate::syscalls::os_error;
+use crate::py_io::os_error;
+use crate::sys::fd::io_vec;
+use crate::sys::IoVec;
 use crate::transport_common::{
     fatal_error, must_propagate, report_callback_failure, schedule_connection_lost,
 };
 use crate::write_buffer::{as_bytes_obj, check_write_type, ByteView, Pending, WriteBuffer};
 
-fn iovecs(pending: &[Pending<'_, '_>]) -> Vec<libc::iovec> {
-    pending
-        .iter()
-        .map(|(s, _)| libc::iovec {
-            iov_base: s.as_ptr().cast_mut().cast(),
-            iov_len: s.len(),
-        })
-        .collect()
+fn iovecs(pending: &[Pending<'_, '_>]) -> Vec<IoVec> {
+    pending.iter().map(|(s, _)| io_vec(s)).collect()
 }
 
 // -- the sink and the rules ----------------------------------------------------
 
 /// Where a transport's bytes go: one small function per syscall. As in
-/// src/syscalls.rs, `Ok(None)` is "would block" and `EINTR` is retried.
+/// src/sys/, `Ok(None)` is "would block" and `EINTR` is retried.
 pub(crate) trait Sink: Copy {
     /// One buffer (`send`, `write`).
     fn send(self, data: &[u8]) -> io::Result<Option<usize>>;
     /// Several buffers at once (`sendmsg`, `writev`); at most `IOV_MAX`
     /// of them are used.
-    fn send_vectored(self, bufs: &[libc::iovec]) -> io::Result<Option<usize>>;
+    fn send_vectored(self, bufs: &[IoVec]) -> io::Result<Option<usize>>;
 }
 
 /// Where asyncio's socket transport (`selector_events`) and write pipe

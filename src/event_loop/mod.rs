@@ -50,8 +50,9 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::handles::{release, Handle, TimerHandle};
 use crate::poller::{Poller, READABLE, WRITABLE};
-use crate::stats::{CycleClock, LoopStats, SlowWatch, SlowWatcher};
-use crate::timers::monotonic;
+use crate::stats::{LoopStats, SlowWatch, SlowWatcher};
+use crate::sys::clock::monotonic;
+use crate::sys::clock::CycleClock;
 use state::LoopState;
 pub(crate) use tasks::new_future;
 
@@ -80,7 +81,7 @@ impl CoreLoop {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        crate::syscalls::tune_malloc_for_large_messages();
+        crate::sys::malloc::tune_malloc_for_large_messages();
         Ok(CoreLoop {
             self_ref: PyOnceLock::new(),
             task_factory: Mutex::new(None),

@@ -18,9 +18,9 @@ use pyo3::prelude::*;
 use super::state::LoopState;
 use super::CoreLoop;
 use crate::handles::{release, Handle};
-use crate::poller::Ready;
+use crate::poller::{RawEvent, Ready};
 use crate::stats::{add_seconds, bump, BatchTally};
-use crate::timers::monotonic;
+use crate::sys::clock::monotonic;
 
 /// asyncio never sleeps longer than a day in one poll.
 const MAX_POLL_SECONDS: f64 = 24.0 * 3600.0;
@@ -37,7 +37,7 @@ const BUSY_POLL_INTERVAL: f64 = 250e-6;
 /// What `_run_until_stopped` keeps from one iteration to the next.
 struct RunScratch {
     batch: VecDeque<Py<Handle>>,
-    events: Vec<libc::epoll_event>,
+    events: Vec<RawEvent>,
     ready_fds: Vec<Ready>,
     /// Cancelled timers popped with the due ones, released unlocked.
     dead: Vec<Py<Handle>>,

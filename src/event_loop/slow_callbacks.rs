@@ -11,8 +11,9 @@ use pyo3::prelude::*;
 
 use super::CoreLoop;
 use crate::handles::{release, Handle};
-use crate::stats::{BatchTally, CycleClock};
-use crate::timers::monotonic;
+use crate::stats::BatchTally;
+use crate::sys::clock::monotonic;
+use crate::sys::clock::CycleClock;
 
 impl CoreLoop {
     /// Run the batch timing each callback: ferroloop's slow-callback reports

@@ -1,10 +1,6 @@
 //! Plain file-descriptor I/O (`read`/`write`/`writev`), as the pipe
 //! transports do it, and the `iovec` of a byte slice. Same conventions as
 //! `net`: "would block" is `Ok(None)`, `EINTR` is retried.
-//!
-//! (Phase 2 of the move behind `sys/`: `pipe.rs` still has its own copies
-//! of these, and `stream.rs`/`write_buffer.rs` build their `iovec`s by
-//! hand; they are to call these instead.)
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};

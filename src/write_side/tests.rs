@@ -57,7 +57,7 @@ impl Sink for FakeSink<'_> {
         self.take("send", &[data])
     }
 
-    fn send_vectored(self, bufs: &[libc::iovec]) -> io::Result<Option<usize>> {
+    fn send_vectored(self, bufs: &[crate::sys::IoVec]) -> io::Result<Option<usize>> {
         let parts: Vec<&[u8]> = bufs
             .iter()
             // SAFETY: the iovecs point into buffers the caller holds.
