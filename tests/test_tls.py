@@ -54,11 +54,10 @@ from tls_support import (
     CLIENT_CN,
     SNI_NAME,
     RawTLS,
-    Recorder,
     connected_raw_socket,
     listening_socket,
 )
-from transport_support import HOST, MB, pattern, recv_until_closed, run, wait_until
+from transport_support import HOST, MB, Recorder, pattern, recv_until_closed, run, wait_until
 
 NEW_SSLPROTO = sys.version_info >= (3, 11)
 needs_311 = pytest.mark.skipif(
@@ -70,14 +69,6 @@ X509_V_ERR_HOSTNAME_MISMATCH = 62
 
 
 # --- helpers ------------------------------------------------------------------
-
-
-@pytest.fixture
-def sock_path(tmp_path):
-    path = tmp_path / "tls.sock"
-    if len(os.fsencode(path)) > 100:
-        pytest.skip("tmp_path is too long for an AF_UNIX path")
-    return path
 
 
 def rss_bytes() -> int:

@@ -40,8 +40,8 @@ from asyncio import base_events
 
 import ferroloop
 import pytest
-from tls_support import RawTLS, Recorder, connected_raw_socket, listening_socket
-from transport_support import HOST, MB, pattern, recv_until_closed, run, wait_until
+from tls_support import RawTLS, connected_raw_socket, listening_socket
+from transport_support import HOST, MB, Recorder, pattern, recv_until_closed, run, wait_until
 
 pytestmark = [
     pytest.mark.skipif(

@@ -263,57 +263,6 @@ def _make_with_openssl(directory: Path) -> Certificates:
     return files
 
 
-# The protocol the TLS tests record with (test_tls.py, test_tls_edges.py).
-class Recorder(asyncio.Protocol):
-    """Records every callback in order ("data" coalesced); echoes if asked."""
-
-    def __init__(self, loop, echo=False):
-        self.loop = loop
-        self.echo = echo
-        self.events = []
-        self.data = bytearray()
-        self.transport = None
-        self.lost_calls = 0
-        self.lost_exc = None
-        self.made = loop.create_future()
-        self.lost = loop.create_future()
-        self._want = None
-
-    def connection_made(self, transport):
-        self.events.append("made")
-        self.transport = transport
-        self.made.set_result(transport)
-
-    def data_received(self, data):
-        assert data, "data_received with empty data"
-        if not self.events or self.events[-1] != "data":
-            self.events.append("data")
-        self.data += data
-        if self.echo:
-            self.transport.write(data)
-        want = self._want
-        if want is not None and len(self.data) >= want[0] and not want[1].done():
-            want[1].set_result(None)
-
-    def eof_received(self):
-        self.events.append("eof")
-
-    def connection_lost(self, exc):
-        self.events.append("lost")
-        self.lost_calls += 1
-        self.lost_exc = exc
-        if not self.lost.done():
-            self.lost.set_result(exc)
-
-    async def received(self, n, timeout=3.0):
-        """Wait until n bytes in all have been received."""
-        if len(self.data) < n:
-            fut = self.loop.create_future()
-            self._want = (n, fut)
-            await asyncio.wait_for(fut, timeout)
-        return bytes(self.data)
-
-
 # Hand-driven TLS peers (test_tls.py, test_tls_edges.py).
 
 
