@@ -103,3 +103,12 @@ def collected_warnings():
     seen.extend((w.category, str(w.message)) for w in caught)
     del caught
     gc.collect()
+
+
+def rss_bytes() -> int:
+    """This process's resident set size, in bytes (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")

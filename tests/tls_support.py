@@ -26,9 +26,11 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 from pathlib import Path
 
-from transport_support import HOST, MB
+import pytest
+from transport_support import HOST, MB, Recorder, wait_until
 
 SNI_NAME = "sni.ferroloop.test"
 CLIENT_CN = "ferroloop test client"
@@ -389,3 +391,100 @@ def listening_socket():
     lsock = socket.create_server((HOST, 0))
     lsock.setblocking(False)
     return lsock
+
+
+# --- TLS servers and connections (test_tls*.py) ------------------------------
+
+NEW_SSLPROTO = sys.version_info >= (3, 11)
+needs_311 = pytest.mark.skipif(
+    not NEW_SSLPROTO, reason="ssl_shutdown_timeout and StreamWriter.start_tls are 3.11+"
+)
+X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT = 18
+X509_V_ERR_HOSTNAME_MISMATCH = 62
+
+
+class Server:
+    """A TLS create_server server whose protocols are Recorders (echoing
+    unless told otherwise), all kept."""
+
+    def __init__(self, loop, echo=True):
+        self.loop = loop
+        self.echo = echo
+        self.protocols = []
+        self.server = None
+
+    def factory(self):
+        proto = Recorder(self.loop, echo=self.echo)
+        self.protocols.append(proto)
+        return proto
+
+    async def start(self, ssl_ctx, **kw):
+        self.server = await self.loop.create_server(self.factory, HOST, 0, ssl=ssl_ctx, **kw)
+        return self
+
+    @property
+    def port(self):
+        return self.server.sockets[0].getsockname()[1]
+
+    def made(self):
+        return [p for p in self.protocols if p.transport is not None]
+
+    async def close(self):
+        for p in self.made():
+            if not p.transport.is_closing():
+                p.transport.close()
+        await asyncio.wait_for(
+            asyncio.gather(*(p.lost for p in self.made()), return_exceptions=True), 3
+        )
+        self.server.close()
+        await asyncio.wait_for(self.server.wait_closed(), 3)
+
+
+@contextlib.asynccontextmanager
+async def tls_pair(loop, server_ctx, client_ctx, *, server_hostname="localhost", **client_kw):
+    """A TLS server and one TLS client of it, both ends established.
+
+    Yields (client transport, client Recorder, server Recorder, Server);
+    closes both ends gracefully and waits for connection_lost on exit."""
+    srv = await Server(loop).start(server_ctx)
+    client = None
+    try:
+        transport, client = await loop.create_connection(
+            lambda: Recorder(loop),
+            HOST,
+            srv.port,
+            ssl=client_ctx,
+            server_hostname=server_hostname,
+            **client_kw,
+        )
+        await wait_until(lambda: srv.made())
+        yield transport, client, srv.made()[0], srv
+    finally:
+        if client is not None and not client.transport.is_closing():
+            client.transport.close()
+        if client is not None:
+            await asyncio.wait_for(client.lost, 3)
+        await srv.close()
+
+
+def plain_tls_pair(loop, certs, **client_kw):
+    """tls_pair with fresh default contexts."""
+    return tls_pair(loop, certs.server_context(), certs.client_context(), **client_kw)
+
+
+async def echo_once(transport, proto, payload=b"ping"):
+    before = len(proto.data)
+    transport.write(payload)
+    data = await proto.received(before + len(payload))
+    assert data[before:] == payload
+
+
+async def check_tls_echo(loop, certs):
+    """The loop still serves TLS: a fresh server and client, one echo, a
+    clean close on both ends."""
+    async with plain_tls_pair(loop, certs) as (tr, cl, sv, _):
+        await echo_once(tr, cl, b"still alive")
+        tr.close()
+        assert await asyncio.wait_for(cl.lost, 3) is None
+        assert await asyncio.wait_for(sv.lost, 3) is None
+    assert cl.lost_calls == sv.lost_calls == 1
