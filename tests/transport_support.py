@@ -14,6 +14,8 @@ import hashlib
 import socket
 import struct
 
+import pytest
+
 HOST = "127.0.0.1"
 MB = 1024 * 1024
 
@@ -355,3 +357,63 @@ class StreamFamily:
                 conn.close()
             listener.close()
             await asyncio.sleep(0.01)
+
+
+# --- datagram endpoints -------------------------------------------------------
+
+
+class DatagramRecorder(asyncio.DatagramProtocol):
+    """Records every DatagramProtocol callback in order ("datagram" and
+    "error" coalesced); the datagrams with their addresses, and the errors."""
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.events = []
+        self.datagrams = []
+        self.errors = []
+        self.transport = None
+        self.lost = loop.create_future()
+
+    def connection_made(self, transport):
+        self.events.append("made")
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        if not self.events or self.events[-1] != "datagram":
+            self.events.append("datagram")
+        self.datagrams.append((data, addr))
+
+    def error_received(self, exc):
+        if not self.events or self.events[-1] != "error":
+            self.events.append("error")
+        self.errors.append(exc)
+
+    def connection_lost(self, exc):
+        self.events.append("lost")
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+async def endpoint(loop, **kwargs):
+    """create_datagram_endpoint with a DatagramRecorder."""
+    return await loop.create_datagram_endpoint(lambda: DatagramRecorder(loop), **kwargs)
+
+
+def closed_udp_port(host=HOST, family=socket.AF_INET):
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def ipv6_available():
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+needs_ipv6 = pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback")
