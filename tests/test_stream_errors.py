@@ -231,6 +231,30 @@ def test_keyboard_interrupt_and_system_exit_in_data_received_propagate(
 # --- BufferedProtocol failures ------------------------------------------------
 
 
+def fail_a_read(loop, stream_family, server_factory):
+    """Runs a pair whose server protocol fails on the first read (the
+    client writes to it); returns (the exception connection_lost got, the
+    server protocol). The server's transport closes; the client sees the
+    connection go away: a RST rather than a FIN when the data that
+    triggered the failure was never read."""
+
+    async def main():
+        async with stream_family.pair(loop, server_factory=server_factory) as (
+            tr,
+            client,
+            sproto,
+            _server,
+        ):
+            tr.write(b"trigger a read")
+            lost_exc = await sproto.lost
+            assert sproto.transport.is_closing()
+            peer_exc = await client.lost
+            assert peer_exc is None or isinstance(peer_exc, ConnectionResetError)
+            return lost_exc, sproto
+
+    return run(loop, main())
+
+
 class FailingBuffered(BufferedRecorder):
     def __init__(self, loop, mode):
         super().__init__(loop)
@@ -263,25 +287,7 @@ class FailingBuffered(BufferedRecorder):
 def test_buffered_protocol_errors_close_the_transport(
     any_loop, stream_family, handler_calls, mode, message
 ):
-    async def main():
-        async with stream_family.pair(
-            any_loop, server_factory=lambda: FailingBuffered(any_loop, mode)
-        ) as (
-            tr,
-            client,
-            sproto,
-            _server,
-        ):
-            tr.write(b"trigger a read")
-            lost_exc = await sproto.lost
-            assert sproto.transport.is_closing()
-            # The peer sees the connection go away: a RST rather than a FIN
-            # when the data that triggered the failure was never read.
-            peer_exc = await client.lost
-            assert peer_exc is None or isinstance(peer_exc, ConnectionResetError)
-            return lost_exc, sproto
-
-    lost_exc, sproto = run(any_loop, main())
+    lost_exc, sproto = fail_a_read(any_loop, stream_family, lambda: FailingBuffered(any_loop, mode))
     assert len(handler_calls) == 1
     context = handler_calls[0]
     assert context["message"] == message
@@ -302,21 +308,7 @@ def test_buffered_protocol_with_a_read_only_buffer(any_loop, stream_family, hand
         def get_buffer(self, sizehint):
             return b"\0" * 1024  # bytes: recv_into cannot fill it
 
-    async def main():
-        async with stream_family.pair(any_loop, server_factory=lambda: ReadOnly(any_loop)) as (
-            tr,
-            client,
-            sproto,
-            _server,
-        ):
-            tr.write(b"trigger")
-            exc = await sproto.lost
-            assert sproto.transport.is_closing()
-            peer_exc = await client.lost
-            assert peer_exc is None or isinstance(peer_exc, ConnectionResetError)
-            return exc, sproto
-
-    exc, sproto = run(any_loop, main())
+    exc, sproto = fail_a_read(any_loop, stream_family, lambda: ReadOnly(any_loop))
     assert isinstance(exc, TypeError)
     assert len(handler_calls) == 1
     assert handler_calls[0]["message"] == "Fatal read error on socket transport"
@@ -341,19 +333,7 @@ def test_buffered_protocol_get_buffer_returns_a_non_buffer(
         def get_buffer(self, sizehint):
             return make()
 
-    async def main():
-        async with stream_family.pair(any_loop, server_factory=lambda: NotABuffer(any_loop)) as (
-            tr,
-            client,
-            sproto,
-            _server,
-        ):
-            tr.write(b"trigger")
-            exc = await sproto.lost
-            await client.lost
-            return exc
-
-    exc = run(any_loop, main())
+    exc, _sproto = fail_a_read(any_loop, stream_family, lambda: NotABuffer(any_loop))
     assert isinstance(exc, TypeError)
     assert [(c["message"], c["exception"]) for c in handler_calls] == [(message, exc)]
 

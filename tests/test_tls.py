@@ -61,6 +61,7 @@ from tls_support import (
     listening_socket,
     needs_311,
     plain_tls_pair,
+    tls_client,
 )
 from transport_support import (
     HOST,
@@ -104,13 +105,7 @@ def test_server_hostname(any_loop, certs, handler_calls):
             tr.close()
             await asyncio.wait_for(cl.lost, 3)
 
-            tr, cl = await any_loop.create_connection(
-                lambda: Recorder(any_loop),
-                HOST,
-                srv.port,
-                ssl=certs.client_context(),
-                server_hostname="localhost",
-            )
+            tr, cl = await tls_client(any_loop, srv.port, certs)
             assert tr.get_extra_info("ssl_object").server_hostname == "localhost"
             await echo_once(tr, cl)
             tr.close()

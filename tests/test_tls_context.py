@@ -21,6 +21,7 @@ from tls_support import (
     Server,
     check_tls_echo,
     echo_once,
+    tls_client,
     tls_pair,
 )
 from transport_support import (
@@ -38,13 +39,7 @@ def test_untrusted_server_is_rejected(any_loop, certs, handler_calls):
         srv = await Server(any_loop).start(certs.server_context(cert="untrusted"))
         try:
             with pytest.raises(ssl.SSLCertVerificationError) as info:
-                await any_loop.create_connection(
-                    lambda: Recorder(any_loop),
-                    HOST,
-                    srv.port,
-                    ssl=certs.client_context(),
-                    server_hostname="localhost",
-                )
+                await tls_client(any_loop, srv.port, certs)
             assert info.value.verify_code == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
             # The server's handshake failed too: its protocol never started.
             await asyncio.sleep(0.05)

@@ -18,11 +18,11 @@ from tls_support import (
     connected_raw_socket,
     echo_once,
     plain_tls_pair,
+    tls_client,
     tls_pair,
 )
 from transport_support import (
     HOST,
-    Recorder,
     pattern,
     recv_until_closed,
     run,
@@ -174,10 +174,7 @@ def test_buffered_protocol_over_tls(any_loop, certs, handler_calls):
         server = await any_loop.create_server(factory, HOST, 0, ssl=certs.server_context())
         try:
             port = server.sockets[0].getsockname()[1]
-            tr, _ = await any_loop.create_connection(
-                lambda: Recorder(any_loop), HOST, port, ssl=certs.client_context(),
-                server_hostname="localhost",
-            )  # fmt: skip
+            tr, _ = await tls_client(any_loop, port, certs)
             payload = pattern(150_000)
             for start in range(0, len(payload), 7_000):
                 tr.write(payload[start : start + 7_000])

@@ -40,7 +40,7 @@ from asyncio import base_events
 
 import ferroloop
 import pytest
-from tls_support import RawTLS, connected_raw_socket, listening_socket
+from tls_support import RawTLS, Server, connected_raw_socket, listening_socket, tls_client
 from transport_support import HOST, MB, Recorder, pattern, recv_until_closed, run, wait_until
 
 pytestmark = [
@@ -73,50 +73,6 @@ def tls12_only(ctx):
     return ctx
 
 
-class Server:
-    """A create_server server (TLS if given a context) whose protocols
-    (Recorders unless told otherwise) are kept."""
-
-    def __init__(self, loop, factory=None):
-        self.loop = loop
-        self.factory = factory or (lambda: Recorder(loop))
-        self.protocols = []
-        self.server = None
-
-    def _make(self):
-        proto = self.factory()
-        self.protocols.append(proto)
-        return proto
-
-    async def start(self, ssl_ctx=None, **kw):
-        self.server = await self.loop.create_server(self._make, HOST, 0, ssl=ssl_ctx, **kw)
-        return self
-
-    @property
-    def port(self):
-        return self.server.sockets[0].getsockname()[1]
-
-    async def first(self):
-        """The first connection's protocol, once its connection is made."""
-        await wait_until(lambda: self.protocols and self.protocols[0].transport is not None)
-        return self.protocols[0]
-
-    async def close(self):
-        for p in self.protocols:
-            if p.transport is not None and not p.transport.is_closing():
-                p.transport.abort()
-        self.server.close()
-        await asyncio.wait_for(self.server.wait_closed(), 3)
-
-
-async def tls_client(loop, port, certs, **kw):
-    """A TLS client (a Recorder) of the test server."""
-    return await loop.create_connection(
-        lambda: Recorder(loop), HOST, port,
-        ssl=certs.client_context(), server_hostname="localhost", **kw,
-    )  # fmt: skip
-
-
 # --- (a) application data after close_notify ---------------------------------
 
 
@@ -132,7 +88,7 @@ def test_a_echo_after_close_notify_is_discarded(loop, certs, closer):
     call: an SSLError is an OSError)."""
 
     async def main():
-        srv = await Server(loop).start(certs.server_context())
+        srv = await Server(loop, echo=False).start(certs.server_context())
         try:
             _, cl = await tls_client(loop, srv.port, certs)
             sv = await srv.first()
@@ -145,7 +101,7 @@ def test_a_echo_after_close_notify_is_discarded(loop, certs, closer):
             await asyncio.sleep(0.02)
             return closing, echoing, closing_exc, echoing_exc
         finally:
-            await srv.close()
+            await srv.abort()
 
     handler_calls = capture_handler(loop)
     closing, echoing, closing_exc, echoing_exc = run(loop, main(), timeout=10)
@@ -170,7 +126,7 @@ def test_a_peer_data_after_our_close_notify(loop, certs, when):
     APPLICATION_DATA_AFTER_CLOSE_NOTIFY)."""
 
     async def main():
-        srv = await Server(loop).start(certs.server_context())
+        srv = await Server(loop, echo=False).start(certs.server_context())
         try:
             sock = await connected_raw_socket(loop, srv.port)
             with sock:
@@ -191,7 +147,7 @@ def test_a_peer_data_after_our_close_notify(loop, certs, when):
                 await asyncio.sleep(0.02)
             return sv, exc, saw_close_notify
         finally:
-            await srv.close()
+            await srv.abort()
 
     handler_calls = capture_handler(loop)
     sv, exc, saw_close_notify = run(loop, main())
@@ -219,7 +175,7 @@ def test_b_first_data_in_the_same_read_as_the_handshake_end(any_loop, certs, rol
     first = b"first data, with the handshake's last flight"
 
     async def as_server():
-        srv = await Server(any_loop).start(certs.server_context())
+        srv = await Server(any_loop, echo=False).start(certs.server_context())
         try:
             sock = await connected_raw_socket(any_loop, srv.port)
             with sock:
@@ -236,7 +192,7 @@ def test_b_first_data_in_the_same_read_as_the_handshake_end(any_loop, certs, rol
                 await asyncio.wait_for(proto.lost, 3)
                 return proto, answer
         finally:
-            await srv.close()
+            await srv.abort()
 
     async def as_client():
         with listening_socket() as lsock:
@@ -319,7 +275,7 @@ def test_b_start_tls_with_the_client_hello_already_waiting(any_loop, certs):
                 await asyncio.wait_for(tls_proto.lost, 3)
                 return plain, answer
         finally:
-            await srv.close()
+            await srv.abort()
 
     handler_calls = capture_handler(any_loop)
     plain, answer = run(any_loop, main())
@@ -434,7 +390,7 @@ def test_b_start_tls_first_data_after_the_waiter_wakeup(loop, certs, upgrade):
                 lost = await asyncio.wait_for(proto.lost, 3)
             return answer, proto, lost
         finally:
-            await srv.close()
+            await srv.abort()
 
     handler_calls = capture_handler(loop)
     answer, proto, lost = run(loop, main())
@@ -463,7 +419,7 @@ def test_c_peer_ends_and_stops_reading(loop, certs, how):
     peer goes away (connection_lost never comes)."""
 
     async def main():
-        srv = await Server(loop).start(certs.server_context(), ssl_shutdown_timeout=0.5)
+        srv = await Server(loop, echo=False).start(certs.server_context(), ssl_shutdown_timeout=0.5)
         try:
             sock = await connected_raw_socket(loop, srv.port, rcvbuf=4096)
             with sock:
@@ -482,7 +438,7 @@ def test_c_peer_ends_and_stops_reading(loop, certs, how):
             await asyncio.sleep(0.02)
             return sv, exc, elapsed
         finally:
-            await srv.close()
+            await srv.abort()
 
     handler_calls = capture_handler(loop)
     sv, exc, elapsed = run(loop, main(), timeout=10)
@@ -537,7 +493,7 @@ def test_d_close_while_paused_nothing_pending(any_loop, certs):
     it (eof_received); both ends get connection_lost(None)."""
 
     async def main():
-        srv = await Server(any_loop).start(certs.server_context())
+        srv = await Server(any_loop, echo=False).start(certs.server_context())
         try:
             _, cl = await tls_client(any_loop, srv.port, certs)
             sv = await srv.first()
@@ -548,7 +504,7 @@ def test_d_close_while_paused_nothing_pending(any_loop, certs):
             cl_exc = await asyncio.wait_for(cl.lost, 3)
             return cl, sv, sv_exc, cl_exc
         finally:
-            await srv.close()
+            await srv.abort()
 
     handler_calls = capture_handler(any_loop)
     cl, sv, sv_exc, cl_exc = run(any_loop, main())
@@ -574,7 +530,7 @@ def test_d_close_while_paused_with_data_pending(loop, certs, size):
     ConnectionResetError)."""
 
     async def main():
-        srv = await Server(loop).start(certs.server_context(), ssl_shutdown_timeout=5)
+        srv = await Server(loop, echo=False).start(certs.server_context(), ssl_shutdown_timeout=5)
         try:
             tr, cl = await tls_client(loop, srv.port, certs)
             sv = await srv.first()
@@ -591,7 +547,7 @@ def test_d_close_while_paused_with_data_pending(loop, certs, size):
             cl_exc = await asyncio.wait_for(cl.lost, 3)
             return cl, sv, sv_exc, cl_exc, elapsed
         finally:
-            await srv.close()
+            await srv.abort()
 
     handler_calls = capture_handler(loop)
     cl, sv, sv_exc, cl_exc, elapsed = run(loop, main(), timeout=10)
@@ -615,7 +571,7 @@ def test_d_close_while_paused_after_the_peer_ended(loop, certs, how):
     (a hang)."""
 
     async def main():
-        srv = await Server(loop).start(certs.server_context(), ssl_shutdown_timeout=5)
+        srv = await Server(loop, echo=False).start(certs.server_context(), ssl_shutdown_timeout=5)
         try:
             sock = await connected_raw_socket(loop, srv.port)
             with sock:
@@ -639,7 +595,7 @@ def test_d_close_while_paused_after_the_peer_ended(loop, certs, how):
                 await asyncio.wait_for(recv_until_closed(loop, sock), 3)
             return sv, sv_exc, elapsed
         finally:
-            await srv.close()
+            await srv.abort()
 
     handler_calls = capture_handler(loop)
     sv, sv_exc, elapsed = run(loop, main(), timeout=10)

@@ -23,6 +23,7 @@ from tls_support import (
     listening_socket,
     needs_311,
     plain_tls_pair,
+    tls_client,
     tls_pair,
 )
 from transport_support import (
@@ -183,13 +184,7 @@ def test_handshake_timeout_server(any_loop, certs, handler_calls):
             assert [p.events for p in srv.protocols] in ([], [[]])
             await wait_until(lambda: not srv.made())
             # The same server still serves.
-            tr, cl = await any_loop.create_connection(
-                lambda: Recorder(any_loop),
-                HOST,
-                srv.port,
-                ssl=certs.client_context(),
-                server_hostname="localhost",
-            )
+            tr, cl = await tls_client(any_loop, srv.port, certs)
             await echo_once(tr, cl)
             tr.close()
             assert await asyncio.wait_for(cl.lost, 3) is None
@@ -261,13 +256,7 @@ def test_client_goes_away_during_handshake(any_loop, certs, handler_calls, how):
                 sock.close()
             await asyncio.sleep(0.1)
             assert [p.events for p in srv.protocols] in ([], [[]])
-            tr, cl = await any_loop.create_connection(
-                lambda: Recorder(any_loop),
-                HOST,
-                srv.port,
-                ssl=certs.client_context(),
-                server_hostname="localhost",
-            )
+            tr, cl = await tls_client(any_loop, srv.port, certs)
             await echo_once(tr, cl)
             tr.close()
             assert await asyncio.wait_for(cl.lost, 3) is None

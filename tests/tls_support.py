@@ -404,22 +404,22 @@ X509_V_ERR_HOSTNAME_MISMATCH = 62
 
 
 class Server:
-    """A TLS create_server server whose protocols are Recorders (echoing
-    unless told otherwise), all kept."""
+    """A create_server server (TLS if given a context) whose protocols are
+    all kept: Recorders, echoing unless echo=False, or factory()'s."""
 
-    def __init__(self, loop, echo=True):
+    def __init__(self, loop, factory=None, *, echo=True):
         self.loop = loop
-        self.echo = echo
+        self.factory = factory or (lambda: Recorder(loop, echo=echo))
         self.protocols = []
         self.server = None
 
-    def factory(self):
-        proto = Recorder(self.loop, echo=self.echo)
+    def _make(self):
+        proto = self.factory()
         self.protocols.append(proto)
         return proto
 
-    async def start(self, ssl_ctx, **kw):
-        self.server = await self.loop.create_server(self.factory, HOST, 0, ssl=ssl_ctx, **kw)
+    async def start(self, ssl_ctx=None, **kw):
+        self.server = await self.loop.create_server(self._make, HOST, 0, ssl=ssl_ctx, **kw)
         return self
 
     @property
@@ -429,7 +429,14 @@ class Server:
     def made(self):
         return [p for p in self.protocols if p.transport is not None]
 
+    async def first(self):
+        """The first connection's protocol, once its connection is made."""
+        await wait_until(lambda: self.protocols and self.protocols[0].transport is not None)
+        return self.protocols[0]
+
     async def close(self):
+        """Closes every connection gracefully, waits for their
+        connection_lost, then closes the server."""
         for p in self.made():
             if not p.transport.is_closing():
                 p.transport.close()
@@ -438,6 +445,23 @@ class Server:
         )
         self.server.close()
         await asyncio.wait_for(self.server.wait_closed(), 3)
+
+    async def abort(self):
+        """Aborts every connection still open, then closes the server."""
+        for p in self.protocols:
+            if p.transport is not None and not p.transport.is_closing():
+                p.transport.abort()
+        self.server.close()
+        await asyncio.wait_for(self.server.wait_closed(), 3)
+
+
+async def tls_client(loop, port, certs, **kw):
+    """A TLS client (a Recorder) of a test server on HOST:port, for
+    "localhost", with a fresh default client context."""
+    return await loop.create_connection(
+        lambda: Recorder(loop), HOST, port,
+        ssl=certs.client_context(), server_hostname="localhost", **kw,
+    )  # fmt: skip
 
 
 @contextlib.asynccontextmanager
