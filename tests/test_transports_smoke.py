@@ -1,6 +1,6 @@
 """asyncio's own services (streams, transports, pipes, subprocesses,
 signals) running on top of the core: smoke tests with real sockets,
-processes and signals."""
+processes and signals (the stream echo on TCP and on a Unix socket)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _run(loop, coro, timeout=20):
     return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
-def test_stream_echo_server(any_loop):
+def test_stream_echo_server(any_loop, stream_family):
     async def handle(reader, writer):
         while line := await reader.readline():
             writer.write(line.upper())
@@ -29,11 +29,12 @@ def test_stream_echo_server(any_loop):
         await writer.wait_closed()
 
     async def main():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        host, port = server.sockets[0].getsockname()[:2]
-        assert host == "127.0.0.1"
+        server = await stream_family.start_stream_server(handle)
+        if stream_family.name == "tcp":
+            host, _port = server.sockets[0].getsockname()[:2]
+            assert host == "127.0.0.1"
         async with server:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await stream_family.open_stream(stream_family.address(server))
             replies = []
             for word in (b"alpha\n", b"beta\n", b"x" * 50_000 + b"\n"):
                 writer.write(word)

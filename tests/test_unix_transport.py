@@ -1,9 +1,9 @@
 """What is AF_UNIX's own in stream transports (the rest, the same on TCP and
-Unix sockets, is in test_stream_*.py): create_unix_server /
-create_unix_connection's paths (stale socket files, the Linux abstract
-namespace, PathLike, sock=, socketpairs), their argument errors, the
-stream helpers, and the socket file's cleanup, on real AF_UNIX sockets in
-tmp_path, with stock asyncio as the reference.
+Unix sockets, is in test_stream_*.py, and asyncio's streams echo in
+test_transports_smoke.py): create_unix_server / create_unix_connection's
+paths (stale socket files, the Linux abstract namespace, PathLike, sock=,
+socketpairs), their argument errors, and the socket file's cleanup, on
+real AF_UNIX sockets in tmp_path, with stock asyncio as the reference.
 
 https://docs.python.org/3/library/asyncio-eventloop.html#working-with-unix-sockets
 """
@@ -181,35 +181,6 @@ def test_unix_connection_errors(any_loop, sock_path):
             await any_loop.create_unix_connection(asyncio.Protocol, sock_path)
 
     run(any_loop, main())
-
-
-# --- streams ------------------------------------------------------------------
-
-
-def test_unix_streams_echo(any_loop, sock_path):
-    async def handle(reader, writer):
-        while line := await reader.readline():
-            writer.write(line.upper())
-            await writer.drain()
-        writer.close()
-        await writer.wait_closed()
-
-    async def main():
-        server = await asyncio.start_unix_server(handle, sock_path)
-        async with server:
-            reader, writer = await asyncio.open_unix_connection(sock_path)
-            got = []
-            for line in (b"abc\n", b"x" * 50_000 + b"\n"):
-                writer.write(line)
-                await writer.drain()
-                got.append(await reader.readline())
-            writer.write_eof()
-            assert await reader.read() == b""
-            writer.close()
-            await writer.wait_closed()
-            return got
-
-    assert run(any_loop, main()) == [b"ABC\n", b"X" * 50_000 + b"\n"]
 
 
 # --- socket file cleanup ------------------------------------------------------

@@ -316,6 +316,18 @@ class StreamFamily:
             return loop.create_connection(factory, *address)
         return loop.create_unix_connection(factory, address)
 
+    def start_stream_server(self, handle):
+        """asyncio.start_server on 127.0.0.1, or start_unix_server on the path."""
+        if self.name == "tcp":
+            return asyncio.start_server(handle, HOST, 0)
+        return asyncio.start_unix_server(handle, self.path)
+
+    def open_stream(self, address):
+        """asyncio.open_connection or open_unix_connection to address."""
+        if self.name == "tcp":
+            return asyncio.open_connection(*address)
+        return asyncio.open_unix_connection(address)
+
     def pair(self, loop, client_factory=None, server_factory=None):
         """A server, and one client of it (stream_pair; Recorders unless
         told otherwise). Yields (client_transport, client_protocol,
