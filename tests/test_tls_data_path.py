@@ -13,11 +13,10 @@ import ssl
 from support import is_ferroloop
 from tls_support import (
     NEW_SSLPROTO,
-    RawTLS,
     Server,
-    connected_raw_socket,
     echo_once,
     plain_tls_pair,
+    raw_tls_client,
     tls_client,
     tls_pair,
 )
@@ -42,9 +41,7 @@ def test_records_and_close_notify_in_one_read(any_loop, certs, handler_calls):
     async def main():
         srv = await Server(any_loop, echo=False).start(certs.server_context())
         try:
-            sock = await connected_raw_socket(any_loop, srv.port)
-            with sock:
-                peer = RawTLS.client(any_loop, sock, certs)
+            async with raw_tls_client(any_loop, srv.port, certs) as peer:
                 await peer.handshake()
                 payload = pattern(sum(sizes))
                 wire, offset = b"", 0
@@ -54,11 +51,11 @@ def test_records_and_close_notify_in_one_read(any_loop, certs, handler_calls):
                 with contextlib.suppress(ssl.SSLWantReadError):
                     peer.obj.unwrap()  # queues our close_notify
                 wire += peer.outgoing.read()
-                await any_loop.sock_sendall(sock, wire)
+                await any_loop.sock_sendall(peer.sock, wire)
                 await wait_until(lambda: srv.made())
                 sv = srv.made()[0]
                 exc = await asyncio.wait_for(sv.lost, 3)
-                await recv_until_closed(any_loop, sock)  # the server closed its end too
+                await recv_until_closed(any_loop, peer.sock)  # the server closed its end too
             return sv, exc, payload
         finally:
             await srv.close()

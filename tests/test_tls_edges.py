@@ -40,7 +40,14 @@ from asyncio import base_events
 
 import ferroloop
 import pytest
-from tls_support import RawTLS, Server, connected_raw_socket, listening_socket, tls_client
+from tls_support import (
+    RawTLS,
+    Server,
+    connected_raw_socket,
+    listening_socket,
+    raw_tls_client,
+    tls_client,
+)
 from transport_support import HOST, MB, Recorder, pattern, recv_until_closed, run, wait_until
 
 pytestmark = [
@@ -128,21 +135,19 @@ def test_a_peer_data_after_our_close_notify(loop, certs, when):
     async def main():
         srv = await Server(loop, echo=False).start(certs.server_context())
         try:
-            sock = await connected_raw_socket(loop, srv.port)
-            with sock:
-                peer = RawTLS.client(loop, sock, certs)
+            async with raw_tls_client(loop, srv.port, certs) as peer:
                 await peer.handshake()
                 sv = await srv.first()
                 sv.transport.close()
                 late = peer.records(b"late data, " * 1000)
                 if when == "before-reading-ours":
-                    await loop.sock_sendall(sock, late)
+                    await loop.sock_sendall(peer.sock, late)
                     await asyncio.sleep(0.05)
                     _, saw_close_notify = await peer.read_until_close()
-                    await loop.sock_sendall(sock, peer.close_notify())
+                    await loop.sock_sendall(peer.sock, peer.close_notify())
                 else:
                     _, saw_close_notify = await peer.read_until_close()
-                    await loop.sock_sendall(sock, late + peer.close_notify())
+                    await loop.sock_sendall(peer.sock, late + peer.close_notify())
                 exc = await asyncio.wait_for(sv.lost, 3)
                 await asyncio.sleep(0.02)
             return sv, exc, saw_close_notify
@@ -177,12 +182,10 @@ def test_b_first_data_in_the_same_read_as_the_handshake_end(any_loop, certs, rol
     async def as_server():
         srv = await Server(any_loop, echo=False).start(certs.server_context())
         try:
-            sock = await connected_raw_socket(any_loop, srv.port)
-            with sock:
-                peer = RawTLS.client(any_loop, sock, certs)
+            async with raw_tls_client(any_loop, srv.port, certs) as peer:
                 await peer.handshake(send_last_flight=False)
                 assert peer.obj.version() == "TLSv1.3"
-                await any_loop.sock_sendall(sock, peer.outgoing.read() + peer.records(first))
+                await any_loop.sock_sendall(peer.sock, peer.outgoing.read() + peer.records(first))
                 proto = await srv.first()
                 await proto.received(len(first))
                 proto.transport.write(b"reply")
@@ -377,16 +380,14 @@ def test_b_start_tls_first_data_after_the_waiter_wakeup(loop, certs, upgrade):
     async def main():
         srv = await Server(loop, UpgradingEcho).start()
         try:
-            sock = await connected_raw_socket(loop, srv.port)
-            with sock:
-                peer = RawTLS.client(loop, sock, certs)
+            async with raw_tls_client(loop, srv.port, certs) as peer:
                 await peer.handshake(send_last_flight=False)
-                await loop.sock_sendall(sock, peer.outgoing.read() + peer.records(b"hello"))
+                await loop.sock_sendall(peer.sock, peer.outgoing.read() + peer.records(b"hello"))
                 answer = await peer.read(5)
                 proto = srv.protocols[0]
                 if answer[1] is not None:  # the client's TLS failed
                     return answer, proto, None
-                await loop.sock_sendall(sock, peer.close_notify())
+                await loop.sock_sendall(peer.sock, peer.close_notify())
                 lost = await asyncio.wait_for(proto.lost, 3)
             return answer, proto, lost
         finally:
@@ -421,18 +422,16 @@ def test_c_peer_ends_and_stops_reading(loop, certs, how):
     async def main():
         srv = await Server(loop, echo=False).start(certs.server_context(), ssl_shutdown_timeout=0.5)
         try:
-            sock = await connected_raw_socket(loop, srv.port, rcvbuf=4096)
-            with sock:
-                peer = RawTLS.client(loop, sock, certs)
+            async with raw_tls_client(loop, srv.port, certs, rcvbuf=4096) as peer:
                 await peer.handshake()
                 sv = await srv.first()
                 sv.transport.write(pattern(8 * MB))  # far more than the socket buffers
                 await asyncio.sleep(0.05)
                 t0 = loop.time()
                 if how == "close_notify":
-                    await loop.sock_sendall(sock, peer.close_notify())
+                    await loop.sock_sendall(peer.sock, peer.close_notify())
                 else:
-                    sock.shutdown(socket.SHUT_WR)
+                    peer.sock.shutdown(socket.SHUT_WR)
                 exc = await asyncio.wait_for(sv.lost, 5)
                 elapsed = loop.time() - t0
             await asyncio.sleep(0.02)
@@ -573,9 +572,7 @@ def test_d_close_while_paused_after_the_peer_ended(loop, certs, how):
     async def main():
         srv = await Server(loop, echo=False).start(certs.server_context(), ssl_shutdown_timeout=5)
         try:
-            sock = await connected_raw_socket(loop, srv.port)
-            with sock:
-                peer = RawTLS.client(loop, sock, certs)
+            async with raw_tls_client(loop, srv.port, certs) as peer:
                 await peer.handshake()
                 sv = await srv.first()
                 sv.transport.pause_reading()
@@ -583,8 +580,8 @@ def test_d_close_while_paused_after_the_peer_ended(loop, certs, how):
                 wire = peer.records(b"unread")
                 if how == "close_notify-and-eof":
                     wire += peer.close_notify()
-                await loop.sock_sendall(sock, wire)
-                sock.shutdown(socket.SHUT_WR)
+                await loop.sock_sendall(peer.sock, wire)
+                peer.sock.shutdown(socket.SHUT_WR)
                 await asyncio.sleep(0.1)
                 assert not sv.lost.done()
                 t0 = loop.time()
@@ -592,7 +589,7 @@ def test_d_close_while_paused_after_the_peer_ended(loop, certs, how):
                 sv_exc = await asyncio.wait_for(sv.lost, 4)
                 elapsed = loop.time() - t0
                 # The client sees the TCP connection end.
-                await asyncio.wait_for(recv_until_closed(loop, sock), 3)
+                await asyncio.wait_for(recv_until_closed(loop, peer.sock), 3)
             return sv, sv_exc, elapsed
         finally:
             await srv.abort()

@@ -23,6 +23,7 @@ from tls_support import (
     listening_socket,
     needs_311,
     plain_tls_pair,
+    raw_tls_client,
     tls_client,
     tls_pair,
 )
@@ -106,18 +107,16 @@ def test_peer_eof_in_the_middle_of_a_record(any_loop, certs, handler_calls):
     async def main():
         srv = await Server(any_loop, echo=False).start(certs.server_context())
         try:
-            sock = await connected_raw_socket(any_loop, srv.port)
-            with sock:
-                peer = RawTLS.client(any_loop, sock, certs)
+            async with raw_tls_client(any_loop, srv.port, certs) as peer:
                 await peer.handshake()
                 whole = peer.records(b"a whole record")
                 half = peer.records(b"a record cut in two")
-                await any_loop.sock_sendall(sock, whole + half[: len(half) // 2])
+                await any_loop.sock_sendall(peer.sock, whole + half[: len(half) // 2])
                 await wait_until(lambda: srv.made() and len(srv.made()[0].data) >= 14)
-                sock.shutdown(socket.SHUT_WR)
+                peer.sock.shutdown(socket.SHUT_WR)
                 sv = srv.made()[0]
                 exc = await asyncio.wait_for(sv.lost, 3)
-                await recv_until_closed(any_loop, sock)  # the server closed its end too
+                await recv_until_closed(any_loop, peer.sock)  # the server closed its end too
             await asyncio.sleep(0.02)
             return sv, exc
         finally:

@@ -387,6 +387,15 @@ async def connected_raw_socket(loop, port, *, rcvbuf=None):
     return sock
 
 
+@contextlib.asynccontextmanager
+async def raw_tls_client(loop, port, certs, *, rcvbuf=None):
+    """A RawTLS client on a socket connected to HOST:port (closed on exit);
+    the handshake is the caller's to drive."""
+    sock = await connected_raw_socket(loop, port, rcvbuf=rcvbuf)
+    with sock:
+        yield RawTLS.client(loop, sock, certs)
+
+
 def listening_socket():
     lsock = socket.create_server((HOST, 0))
     lsock.setblocking(False)
