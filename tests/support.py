@@ -7,6 +7,8 @@ import contextlib
 import gc
 import os
 import sys
+import threading
+import time
 import warnings
 
 import ferroloop
@@ -82,6 +84,57 @@ def run_forever_with_watchdog(loop: asyncio.AbstractEventLoop, timeout: float = 
     finally:
         timer.cancel()
     assert not fired, f"the loop was stopped by the {timeout}s watchdog"
+
+
+def run_forever_with_thread(
+    loop: asyncio.AbstractEventLoop, target, timeout: float = 10.0
+) -> float:
+    """Runs the loop (run_forever_with_watchdog) with target running in a
+    thread that the loop starts; joins the thread. Returns how long the loop
+    ran, in seconds: target is what stops it."""
+    thread = threading.Thread(target=target)
+    try:
+        loop.call_soon(thread.start)
+        t0 = time.monotonic()
+        run_forever_with_watchdog(loop, timeout)
+        return time.monotonic() - t0
+    finally:
+        thread.join()
+
+
+def run_in_new_loop(kind: str, main, timeout: float):
+    """A fresh loop of that kind runs the coroutine main() (within timeout
+    seconds) and is closed; returns main's result. For ResultThread."""
+    loop = make_loop(kind)
+    try:
+        return loop.run_until_complete(asyncio.wait_for(main(), timeout))
+    finally:
+        loop.close()
+
+
+class ResultThread(threading.Thread):
+    """A thread whose target's return value, or exception, result() hands
+    back to the thread that waits for it."""
+
+    def __init__(self, target, *args):
+        super().__init__()
+        self._call = (target, args)
+        self._outcome = None
+
+    def run(self):
+        target, args = self._call
+        try:
+            self._outcome = (True, target(*args))
+        except BaseException as exc:  # noqa: BLE001 (re-raised by result())
+            self._outcome = (False, exc)
+
+    def result(self, timeout: float, hung: str = "the thread is still running"):
+        self.join(timeout)
+        assert not self.is_alive(), f"{hung} after {timeout}s"
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
 
 
 # Python 3.13 shows a callback's arguments in reprs and messages only in

@@ -9,11 +9,10 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
-from support import make_loop, run_forever_with_watchdog
+from support import make_loop, run_forever_with_thread, run_forever_with_watchdog
 
 SLOW_CALLBACK_RE = re.compile(r"Executing <.*> took \d+\.\d{3} seconds")
 
@@ -130,12 +129,7 @@ def test_non_threadsafe_call_from_another_thread_is_refused_in_debug_mode(any_lo
         # This one is allowed from any thread.
         any_loop.call_soon_threadsafe(any_loop.stop)
 
-    thread = threading.Thread(target=other_thread)
-    any_loop.call_soon(thread.start)
-    try:
-        run_forever_with_watchdog(any_loop)
-    finally:
-        thread.join()
+    run_forever_with_thread(any_loop, other_thread)
     (msg,) = outcome
     assert msg.startswith("Non-thread-safe operation invoked on an event loop other than")
 
@@ -153,12 +147,7 @@ def test_call_soon_from_another_thread_is_not_checked_without_debug(any_loop):
             outcome.append("accepted")
         any_loop.call_soon_threadsafe(any_loop.stop)
 
-    thread = threading.Thread(target=other_thread)
-    any_loop.call_soon(thread.start)
-    try:
-        run_forever_with_watchdog(any_loop)
-    finally:
-        thread.join()
+    run_forever_with_thread(any_loop, other_thread)
     assert outcome == ["accepted"]
 
 

@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from support import run_forever_with_watchdog
+from support import run_forever_with_thread, run_forever_with_watchdog
 
 
 def _run(loop, coro, timeout=20):
@@ -257,14 +257,9 @@ def test_signal_wakes_a_loop_blocked_in_the_poller(any_loop, sigusr1):
         time.sleep(0.2)  # let the loop block
         os.kill(os.getpid(), sigusr1)
 
-    thread = threading.Thread(target=send)
     try:
-        any_loop.call_soon(thread.start)
-        t0 = time.monotonic()
-        run_forever_with_watchdog(any_loop, timeout=10)
-        elapsed = time.monotonic() - t0
+        elapsed = run_forever_with_thread(any_loop, send, timeout=10)
     finally:
-        thread.join()
         any_loop.remove_signal_handler(sigusr1)
     assert got == [True]
     assert elapsed < 3.0, f"the signal took {elapsed:.2f}s to wake the loop"
