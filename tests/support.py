@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -84,6 +85,20 @@ def run_forever_with_watchdog(loop: asyncio.AbstractEventLoop, timeout: float = 
     finally:
         timer.cancel()
     assert not fired, f"the loop was stopped by the {timeout}s watchdog"
+
+
+def python_child(code: str, env: dict[str, str] | None = None, check: bool = False):
+    """Runs `python -c code` (this interpreter; env, or this process's
+    environment) for at most 60 s; returns the CompletedProcess, its output
+    captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        check=check,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def run_forever_with_thread(

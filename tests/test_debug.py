@@ -7,12 +7,11 @@ import asyncio
 import logging
 import os
 import re
-import subprocess
 import sys
 import time
 
 import pytest
-from support import make_loop, run_forever_with_thread, run_forever_with_watchdog
+from support import make_loop, python_child, run_forever_with_thread, run_forever_with_watchdog
 
 SLOW_CALLBACK_RE = re.compile(r"Executing <.*> took \d+\.\d{3} seconds")
 
@@ -60,14 +59,7 @@ def test_pythonasynciodebug_env_makes_new_loops_debug(kind):
         "loop.close()\n"
     )
     env = {**os.environ, "PYTHONASYNCIODEBUG": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = python_child(code, env)
     assert out.returncode == 0, out.stderr
     name, debug = out.stdout.split()
     assert debug == "True"

@@ -13,10 +13,9 @@ import asyncio
 import os
 import platform
 import socket
-import subprocess
-import sys
 
 import pytest
+from support import python_child
 from transport_support import (
     HOST,
     MB,
@@ -185,12 +184,5 @@ def test_first_loop_keeps_large_blocks_on_the_heap_unless_told_not_to(env, expec
     echo benchmark's server 8-15 minor page faults per round trip (the heap
     top returned and faulted back in), and none with ferroloop's setting."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "FERROLOOP_"))}
-    out = subprocess.run(
-        [sys.executable, "-c", MALLOC_PROBE_CHILD],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    out = python_child(MALLOC_PROBE_CHILD, {**clean, **env}, check=True)
     assert out.stdout.strip() == expected
