@@ -266,11 +266,7 @@ def test_sendfile_when_the_peer_resets(any_loop, big_file, handler_calls):
 
 def test_sendfile_over_unix(any_loop, data_file, content, tmp_path):
     async def main():
-        async with tcp_pair(any_loop, unix_path=str(tmp_path / "sf.sock")) as (
-            tr,
-            _client,
-            sproto,
-        ):
+        async with tcp_pair(any_loop, unix_path=str(tmp_path / "sf.sock")) as (tr, _client, sproto):
             sent = await any_loop.sendfile(tr, data_file, 10, 2 * MB)
             tr.write_eof()
             await sproto.eof

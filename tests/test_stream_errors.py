@@ -59,12 +59,7 @@ def test_exception_in_protocol_callback_goes_to_the_handler(
     async def main():
         async with stream_family.pair(
             any_loop, server_factory=lambda: Raising(any_loop, where)
-        ) as (
-            tr,
-            client,
-            sproto,
-            _server,
-        ):
+        ) as (tr, client, sproto, _server):
             tr.write(b"payload")
             if where == "eof":
                 tr.write_eof()
@@ -343,11 +338,7 @@ def test_buffered_protocol_get_buffer_returns_a_non_buffer(
 
 def test_peer_reset_during_a_large_write(any_loop, stream_family, handler_calls):
     async def main():
-        async with stream_family.raw_peer(any_loop, lambda: Recorder(any_loop)) as (
-            tr,
-            client,
-            peer,
-        ):
+        async with stream_family.raw_peer(any_loop) as (tr, client, peer):
             payload = pattern(50 * MB, seed=2)
             tr.write(payload)
             got = await recv_exactly(any_loop, peer, 1 * MB)

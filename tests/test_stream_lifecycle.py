@@ -209,12 +209,7 @@ def test_close_inside_data_received_stops_delivery(any_loop, stream_family):
     async def main():
         async with stream_family.pair(
             any_loop, server_factory=lambda: CloseOnFirstData(any_loop)
-        ) as (
-            tr,
-            _client,
-            sproto,
-            _server,
-        ):
+        ) as (tr, _client, sproto, _server):
             tr.write(b"first")
             await wait_until(lambda: sproto.data)
             tr.write(pattern(2 * MB))
@@ -251,11 +246,7 @@ def test_abort_gives_connection_lost_none_and_drops_the_buffer(any_loop, stream_
     payload = pattern(32 * MB)
 
     async def main():
-        async with stream_family.raw_peer(any_loop, lambda: Recorder(any_loop)) as (
-            tr,
-            client,
-            peer,
-        ):
+        async with stream_family.raw_peer(any_loop) as (tr, client, peer):
             tr.write(payload)  # the peer does not read: most of it stays buffered
             assert tr.get_write_buffer_size() > 0
             tr.abort()
@@ -274,11 +265,7 @@ def test_close_flushes_the_buffer_before_connection_lost(any_loop, stream_family
     payload = pattern(16 * MB, seed=1)
 
     async def main():
-        async with stream_family.raw_peer(any_loop, lambda: Recorder(any_loop)) as (
-            tr,
-            client,
-            peer,
-        ):
+        async with stream_family.raw_peer(any_loop) as (tr, client, peer):
             tr.write(payload)
             assert tr.get_write_buffer_size() > 0
             tr.close()
@@ -297,11 +284,7 @@ def test_abort_after_close_with_a_buffer_discards_it(any_loop, stream_family):
     payload = pattern(32 * MB, seed=15)
 
     async def main():
-        async with stream_family.raw_peer(any_loop, lambda: Recorder(any_loop)) as (
-            tr,
-            client,
-            peer,
-        ):
+        async with stream_family.raw_peer(any_loop) as (tr, client, peer):
             tr.write(payload)
             assert tr.get_write_buffer_size() > 0
             tr.close()
@@ -337,11 +320,7 @@ def test_close_while_paused_reading_still_loses_the_connection(any_loop, stream_
 
 def test_eof_with_nothing_else_from_a_raw_peer(any_loop, stream_family):
     async def main():
-        async with stream_family.raw_peer(any_loop, lambda: Recorder(any_loop)) as (
-            _tr,
-            client,
-            peer,
-        ):
+        async with stream_family.raw_peer(any_loop) as (_tr, client, peer):
             peer.sendall(b"last words")
             peer.shutdown(socket.SHUT_WR)
             assert await client.lost is None
@@ -358,12 +337,7 @@ def test_client_write_eof_server_keeps_open_and_replies(any_loop, stream_family,
     async def main():
         async with stream_family.pair(
             any_loop, server_factory=lambda: Recorder(any_loop, keep_open=True)
-        ) as (
-            tr,
-            client,
-            sproto,
-            _server,
-        ):
+        ) as (tr, client, sproto, _server):
             tr.write(b"question")
             tr.write_eof()
             await sproto.eof
@@ -419,12 +393,7 @@ def test_server_write_eof_client_keeps_open_and_replies(any_loop, stream_family)
     async def main():
         async with stream_family.pair(
             any_loop, client_factory=lambda: Recorder(any_loop, keep_open=True)
-        ) as (
-            tr,
-            client,
-            sproto,
-            _server,
-        ):
+        ) as (tr, client, sproto, _server):
             sproto.transport.write(b"from server")
             sproto.transport.write_eof()
             await client.eof

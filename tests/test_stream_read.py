@@ -34,11 +34,7 @@ def test_bulk_then_small_reads_arrive_whole_and_in_order(any_loop, stream_family
     messages = [pattern(n, seed=i) for i, n in enumerate(sizes)]
 
     async def main():
-        async with stream_family.raw_peer(any_loop, lambda: Recorder(any_loop)) as (
-            _tr,
-            client,
-            peer,
-        ):
+        async with stream_family.raw_peer(any_loop) as (_tr, client, peer):
             sent = 0
             for message in messages:
                 await any_loop.sock_sendall(peer, message)
@@ -95,12 +91,7 @@ def test_pause_reading_in_connection_made_is_honoured(any_loop, stream_family):
     async def main():
         async with stream_family.pair(
             any_loop, server_factory=lambda: PausedFromTheStart(any_loop)
-        ) as (
-            tr,
-            _client,
-            sproto,
-            _server,
-        ):
+        ) as (tr, _client, sproto, _server):
             tr.write(b"early")
             await asyncio.sleep(0.1)
             assert sproto.events == ["made"]
@@ -174,12 +165,7 @@ def test_pause_reading_inside_data_received_stops_delivery_at_once(any_loop, str
     async def main():
         async with stream_family.pair(
             any_loop, server_factory=lambda: PausingEachRead(any_loop)
-        ) as (
-            tr,
-            _client,
-            sproto,
-            _server,
-        ):
+        ) as (tr, _client, sproto, _server):
             tr.write(payload)
             tr.write_eof()
             assert await sproto.lost is None
@@ -220,12 +206,7 @@ def test_buffered_protocol_on_the_server_side(any_loop, stream_family):
     async def main():
         async with stream_family.pair(
             any_loop, server_factory=lambda: BufferedRecorder(any_loop)
-        ) as (
-            tr,
-            _client,
-            sproto,
-            _server,
-        ):
+        ) as (tr, _client, sproto, _server):
             assert isinstance(sproto, asyncio.BufferedProtocol)
             tr.write(payload)
             tr.write_eof()

@@ -17,7 +17,6 @@ from transport_support import (
     MB,
     FlowClient,
     HashingServer,
-    Recorder,
     pattern,
     recv_exactly,
     recv_until_eof,
@@ -189,11 +188,7 @@ def test_write_eof_flushes_the_buffer_first(any_loop, stream_family):
     payload = pattern(8 * MB, seed=4)
 
     async def main():
-        async with stream_family.raw_peer(any_loop, lambda: Recorder(any_loop)) as (
-            tr,
-            _client,
-            peer,
-        ):
+        async with stream_family.raw_peer(any_loop) as (tr, _client, peer):
             tr.write(payload)
             assert tr.get_write_buffer_size() > 0
             tr.write_eof()
@@ -368,11 +363,7 @@ def test_get_write_buffer_size_tracks_what_is_unsent(any_loop, stream_family):
     payload = pattern(16 * MB, seed=8)
 
     async def main():
-        async with stream_family.raw_peer(any_loop, lambda: Recorder(any_loop)) as (
-            tr,
-            _client,
-            peer,
-        ):
+        async with stream_family.raw_peer(any_loop) as (tr, _client, peer):
             assert tr.get_write_buffer_size() == 0
             tr.set_write_buffer_limits(high=64 * MB)
             tr.write(payload)

@@ -37,7 +37,7 @@ TCP = StreamFamily("tcp")
 
 def test_peer_reset_gives_connection_reset_error(any_loop, handler_calls):
     async def main():
-        async with TCP.raw_peer(any_loop, lambda: Recorder(any_loop)) as (tr, client, peer):
+        async with TCP.raw_peer(any_loop) as (tr, client, peer):
             reset_close(peer)
             exc = await client.lost
             assert isinstance(exc, ConnectionResetError)
@@ -51,7 +51,7 @@ def test_peer_reset_gives_connection_reset_error(any_loop, handler_calls):
 
 def test_peer_reset_while_a_closing_transport_flushes(any_loop, handler_calls):
     async def main():
-        async with TCP.raw_peer(any_loop, lambda: Recorder(any_loop)) as (tr, client, peer):
+        async with TCP.raw_peer(any_loop) as (tr, client, peer):
             payload = pattern(32 * MB, seed=16)
             tr.write(payload)
             tr.close()

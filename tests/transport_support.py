@@ -350,15 +350,17 @@ class StreamFamily:
         return listener
 
     @contextlib.asynccontextmanager
-    async def raw_peer(self, loop, client_factory):
-        """A client whose peer is a plain accepted socket.
+    async def raw_peer(self, loop, client_factory=None):
+        """A client (a Recorder unless told otherwise) whose peer is a plain
+        accepted socket.
 
         Yields (client_transport, client_protocol, peer_socket)."""
         listener = self.listening_socket()
         address = listener.getsockname() if self.name == "tcp" else self.path
         conn = transport = None
         try:
-            connect = asyncio.ensure_future(self.connect(loop, client_factory, address))
+            factory = client_factory or (lambda: Recorder(loop))
+            connect = asyncio.ensure_future(self.connect(loop, factory, address))
             conn, _ = await loop.sock_accept(listener)
             transport, protocol = await connect
             yield transport, protocol, conn
