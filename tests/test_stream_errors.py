@@ -18,6 +18,7 @@ from transport_support import (
     FlowClient,
     Recorder,
     pattern,
+    read_all_then_resumed,
     recv_exactly,
     reset_close,
     run,
@@ -134,9 +135,7 @@ def test_exception_in_pause_or_resume_writing_goes_to_the_handler(
             peer,
         ):
             tr.write(payload)
-            got = await recv_exactly(any_loop, peer, len(payload))
-            assert got == payload
-            await wait_until(lambda: len(client.flow) == 2)
+            await read_all_then_resumed(any_loop, peer, client, payload)
             assert not tr.is_closing()  # the transport carries on
             tr.write(b"more")
             assert await recv_exactly(any_loop, peer, 4) == b"more"

@@ -18,6 +18,7 @@ from transport_support import (
     FlowClient,
     HashingServer,
     pattern,
+    read_all_then_resumed,
     recv_exactly,
     recv_until_eof,
     run,
@@ -300,9 +301,7 @@ def test_high_water_zero_pauses_on_any_buffered_data(any_loop, stream_family):
             buffered = tr.get_write_buffer_size()
             assert buffered > 0
             assert client.flow == [("pause", buffered)]
-            got = await recv_exactly(any_loop, peer, len(payload) + 5)
-            assert got == b"small" + payload
-            await wait_until(lambda: len(client.flow) == 2)
+            await read_all_then_resumed(any_loop, peer, client, b"small" + payload)
             # low is 0: resume_writing only once the buffer is empty
             assert client.flow[1] == ("resume", 0)
 
@@ -325,9 +324,7 @@ def test_lowering_the_limits_below_the_buffer_pauses_at_once(any_loop, stream_fa
             assert client.flow == []
             tr.set_write_buffer_limits(high=1024, low=512)
             assert [kind for kind, _ in client.flow] == ["pause"]
-            got = await recv_exactly(any_loop, peer, len(payload))
-            assert got == payload
-            await wait_until(lambda: len(client.flow) == 2)
+            await read_all_then_resumed(any_loop, peer, client, payload)
             assert client.flow[1][0] == "resume"
             assert client.flow[1][1] <= 512
 
@@ -351,9 +348,7 @@ def test_pause_writing_only_above_the_high_water_mark(any_loop, stream_family):
             assert client.flow == []  # size == high: not above it
             tr.set_write_buffer_limits(high=size - 1, low=0)
             assert client.flow == [("pause", size)]
-            got = await recv_exactly(any_loop, peer, len(payload))
-            assert got == payload
-            await wait_until(lambda: len(client.flow) == 2)
+            await read_all_then_resumed(any_loop, peer, client, payload)
             assert client.flow[1] == ("resume", 0)
 
     run(any_loop, main())

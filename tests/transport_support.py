@@ -211,6 +211,14 @@ class FlowClient(FlowRecording, Recorder):
     """A Recorder that records pause_writing/resume_writing."""
 
 
+async def read_all_then_resumed(loop, peer, client, expected):
+    """A raw peer reads all that a FlowClient's transport sent (expected),
+    and the transport, paused before, resumes writing: client.flow then
+    holds the pause and the resume."""
+    assert await recv_exactly(loop, peer, len(expected)) == expected
+    await wait_until(lambda: len(client.flow) == 2)
+
+
 class HashingServer(asyncio.Protocol):
     """Hashes what it gets."""
 
