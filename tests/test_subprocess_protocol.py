@@ -29,6 +29,11 @@ from transport_support import run, wait_until
 # --- SubprocessProtocol and SubprocessTransport -------------------------------
 
 
+def recorded_exec(loop, *args, **kwargs):
+    """loop.subprocess_exec with a SubprocessRecorder."""
+    return loop.subprocess_exec(lambda: SubprocessRecorder(loop), *args, **kwargs)
+
+
 def _check_common_order(events, pipes):
     """connection_made first, connection_lost(None) last and once, each
     pipe's data before its pipe_connection_lost(fd, None), each once,
@@ -51,14 +56,8 @@ def test_protocol_order_pipes_closed_before_exit(any_loop):
     script = "echo out; echo err >&2; exec 1>&- 2>&-; read line; exit 3"
 
     async def main():
-        transport, proto = await any_loop.subprocess_exec(
-            lambda: SubprocessRecorder(any_loop),
-            SH,
-            "-c",
-            script,
-            stdin=PIPE,
-            stdout=PIPE,
-            stderr=PIPE,
+        transport, proto = await recorded_exec(
+            any_loop, SH, "-c", script, stdin=PIPE, stdout=PIPE, stderr=PIPE
         )
         assert proto.events[0] == "made"  # connection_made ran before we got it
         assert proto.transport is transport
@@ -90,14 +89,8 @@ def test_protocol_order_exit_before_pipes_closed(any_loop):
     script = "exec 3<&0; (read line <&3; echo late) & exec 3<&-; echo early; exit 0"
 
     async def main():
-        transport, proto = await any_loop.subprocess_exec(
-            lambda: SubprocessRecorder(any_loop),
-            SH,
-            "-c",
-            script,
-            stdin=PIPE,
-            stdout=PIPE,
-            stderr=DEVNULL,
+        transport, proto = await recorded_exec(
+            any_loop, SH, "-c", script, stdin=PIPE, stdout=PIPE, stderr=DEVNULL
         )
         await wait_until(lambda: "exited" in proto.events)
         assert proto.returncode_at_exit == 0
@@ -137,8 +130,8 @@ def test_subprocess_shell_with_protocol(any_loop):
 
 def test_transport_api(any_loop):
     async def main():
-        transport, proto = await any_loop.subprocess_exec(
-            lambda: SubprocessRecorder(any_loop), CAT, stdin=PIPE, stdout=PIPE, stderr=DEVNULL
+        transport, proto = await recorded_exec(
+            any_loop, CAT, stdin=PIPE, stdout=PIPE, stderr=DEVNULL
         )
         popen = transport.get_extra_info("subprocess")
         assert isinstance(popen, subprocess.Popen)
@@ -168,13 +161,8 @@ def test_transport_api(any_loop):
 
 def test_transport_close_kills_a_running_child(any_loop):
     async def main():
-        transport, proto = await any_loop.subprocess_exec(
-            lambda: SubprocessRecorder(any_loop),
-            "sleep",
-            "30",
-            stdin=PIPE,
-            stdout=PIPE,
-            stderr=PIPE,
+        transport, proto = await recorded_exec(
+            any_loop, "sleep", "30", stdin=PIPE, stdout=PIPE, stderr=PIPE
         )
         pid = transport.get_pid()
         transport.close()
@@ -192,13 +180,8 @@ def test_transport_close_kills_a_running_child(any_loop):
 
 def test_transport_signals_and_lookup_error_after_connection_lost(any_loop):
     async def main():
-        transport, proto = await any_loop.subprocess_exec(
-            lambda: SubprocessRecorder(any_loop),
-            "sleep",
-            "30",
-            stdin=None,
-            stdout=None,
-            stderr=None,
+        transport, proto = await recorded_exec(
+            any_loop, "sleep", "30", stdin=None, stdout=None, stderr=None
         )
         # Not SIGINT: a test run started in the background passes it ignored.
         transport.send_signal(signal.SIGUSR1)
@@ -227,9 +210,7 @@ def test_high_level_process_closes_its_transport(any_loop):
 
 def test_unclosed_transport_resource_warning(any_loop):
     async def main():
-        transport, proto = await any_loop.subprocess_exec(
-            lambda: SubprocessRecorder(any_loop), TRUE, stdin=None, stdout=PIPE, stderr=None
-        )
+        transport, proto = await recorded_exec(any_loop, TRUE, stdin=None, stdout=PIPE, stderr=None)
         await proto.lost
         return transport.get_pid()
 
@@ -246,9 +227,7 @@ def test_unclosed_transport_resource_warning(any_loop):
 
 def test_closed_transport_gives_no_resource_warning(any_loop):
     async def main():
-        transport, proto = await any_loop.subprocess_exec(
-            lambda: SubprocessRecorder(any_loop), TRUE, stdin=None, stdout=PIPE, stderr=None
-        )
+        transport, proto = await recorded_exec(any_loop, TRUE, stdin=None, stdout=PIPE, stderr=None)
         await proto.lost
         transport.close()
 
