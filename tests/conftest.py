@@ -18,7 +18,7 @@ import ferroloop
 import pytest
 from support import LOOP_KINDS, make_loop
 from tls_support import CertificateToolMissing, make_certificates
-from transport_support import StreamFamily
+from transport_support import StreamFamily, nonblocking
 
 
 def _close(loop: asyncio.AbstractEventLoop) -> None:
@@ -94,11 +94,5 @@ def stream_family(request):
 @pytest.fixture
 def sockpair():
     """A connected pair of non-blocking AF_UNIX stream sockets, closed after."""
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
+    with nonblocking(*socket.socketpair()) as pair:
+        yield pair

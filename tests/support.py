@@ -70,6 +70,16 @@ def answering_task_protocol(loop: asyncio.AbstractEventLoop) -> type[asyncio.Pro
     return AnsweringTask
 
 
+async def sleep_until_cancelled(cancelled: list) -> None:
+    """Sleeps for an hour; appends True to cancelled when it is cancelled
+    (and lets the cancellation through)."""
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        cancelled.append(True)
+        raise
+
+
 def run_forever_with_watchdog(loop: asyncio.AbstractEventLoop, timeout: float = 10.0) -> None:
     """run_forever, with a timer that stops the loop and fails the test if
     the test's own stop condition never arrives."""

@@ -17,7 +17,16 @@ import struct
 import subprocess
 
 import pytest
-from transport_support import HOST, MB, Recorder, StreamFamily, recv_exactly, run, wait_until
+from transport_support import (
+    HOST,
+    MB,
+    Recorder,
+    StreamFamily,
+    nonblocking,
+    recv_exactly,
+    run,
+    wait_until,
+)
 
 FILE_SIZE = 4 * MB + 12_345
 
@@ -77,19 +86,11 @@ async def tcp_pair(loop, server_factory=None, unix_path=None):
 @contextlib.asynccontextmanager
 async def raw_stream_pair():
     """Two connected non-blocking TCP sockets."""
-    listener = socket.socket()
-    listener.bind((HOST, 0))
-    listener.listen()
-    a = socket.create_connection(listener.getsockname())
-    b, _ = listener.accept()
-    listener.close()
-    a.setblocking(False)
-    b.setblocking(False)
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
+    with socket.create_server((HOST, 0)) as listener:
+        a = socket.create_connection(listener.getsockname())
+        b, _ = listener.accept()
+    with nonblocking(a, b) as pair:
+        yield pair
 
 
 # --- loop.sendfile over TCP ---------------------------------------------------

@@ -34,6 +34,18 @@ async def wait_until(predicate, timeout=3.0):
         await asyncio.sleep(0.002)
 
 
+@contextlib.contextmanager
+def nonblocking(*socks):
+    """Makes the sockets non-blocking; yields them, and closes them on exit."""
+    try:
+        for sock in socks:
+            sock.setblocking(False)
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def pattern(n: int, seed: int = 0) -> bytes:
     """n bytes that are not a repetition of one short block."""
     block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB
