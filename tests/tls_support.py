@@ -265,7 +265,7 @@ def _make_with_openssl(directory: Path) -> Certificates:
     return files
 
 
-# Hand-driven TLS peers (test_tls.py, test_tls_edges.py).
+# Hand-driven TLS peers (test_tls*.py).
 
 
 class RawTLS:
