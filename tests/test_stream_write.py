@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sys
 from asyncio import selector_events
 
 import pytest
+from support import is_ferroloop
 from transport_support import (
     MB,
     FlowClient,
@@ -80,6 +82,12 @@ def test_writelines_takes_any_iterable(any_loop, stream_family):
 
 
 def test_many_small_buffered_writes_arrive_in_order(any_loop, stream_family):
+    if stream_family.name == "unix" and not is_ferroloop(any_loop) and sys.version_info >= (3, 12):
+        # Seen on 3.12 and 3.13: stock asyncio does not get these 100,000
+        # writes through an AF_UNIX socket in 2 minutes (on TCP, or on
+        # ferroloop, well within the 20 s).
+        pytest.skip("stock asyncio 3.12+ takes minutes over this on a Unix socket")
+
     async def main():
         async with stream_family.pair(any_loop) as (tr, _client, sproto, _server):
             sproto.transport.pause_reading()
