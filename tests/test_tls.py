@@ -183,15 +183,7 @@ def test_connect_accepted_socket(any_loop, certs, handler_calls):
     async def main():
         with listening_socket() as lsock:
             port = lsock.getsockname()[1]
-            connecting = asyncio.ensure_future(
-                any_loop.create_connection(
-                    lambda: Recorder(any_loop),
-                    HOST,
-                    port,
-                    ssl=certs.client_context(),
-                    server_hostname="localhost",
-                )
-            )
+            connecting = asyncio.ensure_future(tls_client(any_loop, port, certs))
             conn, _ = await any_loop.sock_accept(lsock)
             str_, sv = await any_loop.connect_accepted_socket(
                 lambda: Recorder(any_loop, echo=True), conn, ssl=certs.server_context()

@@ -141,14 +141,7 @@ def test_handshake_timeout_client(any_loop, certs, handler_calls):
             accepting = asyncio.ensure_future(any_loop.sock_accept(lsock))
             t0 = any_loop.time()
             with pytest.raises(ConnectionAbortedError) as info:
-                await any_loop.create_connection(
-                    lambda: Recorder(any_loop),
-                    HOST,
-                    lsock.getsockname()[1],
-                    ssl=certs.client_context(),
-                    server_hostname="localhost",
-                    ssl_handshake_timeout=0.2,
-                )
+                await tls_client(any_loop, lsock.getsockname()[1], certs, ssl_handshake_timeout=0.2)
             elapsed = any_loop.time() - t0
             assert str(info.value) == (
                 "SSL handshake is taking longer than 0.2 seconds: aborting the connection"
@@ -276,14 +269,7 @@ def test_ssl_shutdown_timeout(any_loop, certs, handler_calls):
         with listening_socket() as lsock:
             accepting = asyncio.ensure_future(any_loop.sock_accept(lsock))
             connecting = asyncio.ensure_future(
-                any_loop.create_connection(
-                    lambda: Recorder(any_loop),
-                    HOST,
-                    lsock.getsockname()[1],
-                    ssl=certs.client_context(),
-                    server_hostname="localhost",
-                    ssl_shutdown_timeout=0.3,
-                )
+                tls_client(any_loop, lsock.getsockname()[1], certs, ssl_shutdown_timeout=0.3)
             )
             conn, _ = await asyncio.wait_for(accepting, 2)
             with conn:
