@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import gc
 import os
+import subprocess
 import sys
+import threading
+import time
 import warnings
 
 import ferroloop
@@ -67,6 +70,16 @@ def answering_task_protocol(loop: asyncio.AbstractEventLoop) -> type[asyncio.Pro
     return AnsweringTask
 
 
+async def sleep_until_cancelled(cancelled: list) -> None:
+    """Sleeps for an hour; appends True to cancelled when it is cancelled
+    (and lets the cancellation through)."""
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        cancelled.append(True)
+        raise
+
+
 def run_forever_with_watchdog(loop: asyncio.AbstractEventLoop, timeout: float = 10.0) -> None:
     """run_forever, with a timer that stops the loop and fails the test if
     the test's own stop condition never arrives."""
@@ -82,6 +95,71 @@ def run_forever_with_watchdog(loop: asyncio.AbstractEventLoop, timeout: float = 
     finally:
         timer.cancel()
     assert not fired, f"the loop was stopped by the {timeout}s watchdog"
+
+
+def python_child(code: str, env: dict[str, str] | None = None, check: bool = False):
+    """Runs `python -c code` (this interpreter; env, or this process's
+    environment) for at most 60 s; returns the CompletedProcess, its output
+    captured as text."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        check=check,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def run_forever_with_thread(
+    loop: asyncio.AbstractEventLoop, target, timeout: float = 10.0
+) -> float:
+    """Runs the loop (run_forever_with_watchdog) with target running in a
+    thread that the loop starts; joins the thread. Returns how long the loop
+    ran, in seconds: target is what stops it."""
+    thread = threading.Thread(target=target)
+    try:
+        loop.call_soon(thread.start)
+        t0 = time.monotonic()
+        run_forever_with_watchdog(loop, timeout)
+        return time.monotonic() - t0
+    finally:
+        thread.join()
+
+
+def run_in_new_loop(kind: str, main, timeout: float):
+    """A fresh loop of that kind runs the coroutine main() (within timeout
+    seconds) and is closed; returns main's result. For ResultThread."""
+    loop = make_loop(kind)
+    try:
+        return loop.run_until_complete(asyncio.wait_for(main(), timeout))
+    finally:
+        loop.close()
+
+
+class ResultThread(threading.Thread):
+    """A thread whose target's return value, or exception, result() hands
+    back to the thread that waits for it."""
+
+    def __init__(self, target, *args):
+        super().__init__()
+        self._call = (target, args)
+        self._outcome = None
+
+    def run(self):
+        target, args = self._call
+        try:
+            self._outcome = (True, target(*args))
+        except BaseException as exc:  # noqa: BLE001 (re-raised by result())
+            self._outcome = (False, exc)
+
+    def result(self, timeout: float, hung: str = "the thread is still running"):
+        self.join(timeout)
+        assert not self.is_alive(), f"{hung} after {timeout}s"
+        ok, value = self._outcome
+        if not ok:
+            raise value
+        return value
 
 
 # Python 3.13 shows a callback's arguments in reprs and messages only in
@@ -103,3 +181,12 @@ def collected_warnings():
     seen.extend((w.category, str(w.message)) for w in caught)
     del caught
     gc.collect()
+
+
+def rss_bytes() -> int:
+    """This process's resident set size, in bytes (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")

@@ -7,13 +7,11 @@ import asyncio
 import logging
 import os
 import re
-import subprocess
 import sys
-import threading
 import time
 
 import pytest
-from support import make_loop, run_forever_with_watchdog
+from support import make_loop, python_child, run_forever_with_thread, run_forever_with_watchdog
 
 SLOW_CALLBACK_RE = re.compile(r"Executing <.*> took \d+\.\d{3} seconds")
 
@@ -61,14 +59,7 @@ def test_pythonasynciodebug_env_makes_new_loops_debug(kind):
         "loop.close()\n"
     )
     env = {**os.environ, "PYTHONASYNCIODEBUG": "1"}
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = python_child(code, env)
     assert out.returncode == 0, out.stderr
     name, debug = out.stdout.split()
     assert debug == "True"
@@ -130,12 +121,7 @@ def test_non_threadsafe_call_from_another_thread_is_refused_in_debug_mode(any_lo
         # This one is allowed from any thread.
         any_loop.call_soon_threadsafe(any_loop.stop)
 
-    thread = threading.Thread(target=other_thread)
-    any_loop.call_soon(thread.start)
-    try:
-        run_forever_with_watchdog(any_loop)
-    finally:
-        thread.join()
+    run_forever_with_thread(any_loop, other_thread)
     (msg,) = outcome
     assert msg.startswith("Non-thread-safe operation invoked on an event loop other than")
 
@@ -153,12 +139,7 @@ def test_call_soon_from_another_thread_is_not_checked_without_debug(any_loop):
             outcome.append("accepted")
         any_loop.call_soon_threadsafe(any_loop.stop)
 
-    thread = threading.Thread(target=other_thread)
-    any_loop.call_soon(thread.start)
-    try:
-        run_forever_with_watchdog(any_loop)
-    finally:
-        thread.join()
+    run_forever_with_thread(any_loop, other_thread)
     assert outcome == ["accepted"]
 
 

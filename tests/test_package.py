@@ -11,6 +11,7 @@ import warnings
 
 import ferroloop
 import pytest
+from support import sleep_until_cancelled
 
 
 @pytest.fixture
@@ -103,15 +104,8 @@ def test_run_propagates_the_exception():
 def test_run_cancels_leftover_tasks():
     cancelled = []
 
-    async def sleeper():
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            cancelled.append(True)
-            raise
-
     async def main():
-        asyncio.get_running_loop().create_task(sleeper())
+        asyncio.get_running_loop().create_task(sleep_until_cancelled(cancelled))
         await asyncio.sleep(0)  # let it start
         return "done"
 

@@ -21,7 +21,7 @@ import weakref
 
 import pytest
 from support import collected_warnings, open_fd_count
-from transport_support import MB, FlowRecording, pattern, run, wait_until
+from transport_support import MB, FlowClient, Recorder, pattern, run, wait_until
 
 KINDS = ("pipe", "fifo", "socketpair", "pty")
 
@@ -42,46 +42,6 @@ def check_reading(transport, expected: bool) -> None:
 
 
 # --- helpers ------------------------------------------------------------------
-
-
-class Recorder(asyncio.Protocol):
-    """Records every callback in order; data_received coalesced as "data".
-    Fails on any callback after connection_lost."""
-
-    def __init__(self, loop):
-        self.loop = loop
-        self.events = []
-        self.data = bytearray()
-        self.transport = None
-        self.made = loop.create_future()
-        self.lost = loop.create_future()
-
-    def _record(self, event):
-        assert not self.lost.done(), f"{event!r} after connection_lost: {self.events}"
-        self.events.append(event)
-
-    def connection_made(self, transport):
-        self._record("made")
-        self.transport = transport
-        self.made.set_result(transport)
-
-    def data_received(self, data):
-        assert data, "data_received with empty data"
-        assert type(data) is bytes
-        if self.events[-1] != "data":
-            self._record("data")
-        self.data += data
-
-    def eof_received(self):
-        self._record("eof")
-
-    def connection_lost(self, exc):
-        self._record("lost")
-        self.lost.set_result(exc)
-
-
-class WriteRecorder(FlowRecording, Recorder):
-    pass
 
 
 def _file(fd: int, mode: str):
@@ -177,7 +137,7 @@ def test_types_extra_info_and_nonblocking(any_loop, ends, kind):
 
     async def main():
         rt, rp = await any_loop.connect_read_pipe(lambda: Recorder(any_loop), read_end)
-        wt, wp = await any_loop.connect_write_pipe(lambda: WriteRecorder(any_loop), write_end)
+        wt, wp = await any_loop.connect_write_pipe(lambda: FlowClient(any_loop), write_end)
         assert rp.events == ["made"] and wp.events == ["made"]  # before the await returned
         assert rp.transport is rt and wp.transport is wt
         assert isinstance(rt, asyncio.ReadTransport)
@@ -207,7 +167,7 @@ def test_large_transfer_then_write_eof(any_loop, ends, handler_calls, kind):
 
     async def main():
         _rt, rp = await any_loop.connect_read_pipe(lambda: Recorder(any_loop), read_end)
-        wt, wp = await any_loop.connect_write_pipe(lambda: WriteRecorder(any_loop), write_end)
+        wt, wp = await any_loop.connect_write_pipe(lambda: FlowClient(any_loop), write_end)
         view = memoryview(data)
         for i in range(0, len(data), 256 * 1024):
             await wp.can_write.wait()
@@ -253,7 +213,7 @@ def test_pty_slave_as_write_pipe_gets_eio_once_the_master_is_closed(any_loop, en
     master, slave = ends("pty")
 
     async def main():
-        wt, wp = await any_loop.connect_write_pipe(lambda: WriteRecorder(any_loop), slave)
+        wt, wp = await any_loop.connect_write_pipe(lambda: FlowClient(any_loop), slave)
         master.close()
         wt.write(b"nobody reads this")
         exc = await wp.lost
@@ -373,7 +333,7 @@ def test_written_buffers_are_copied_when_kept(any_loop):
     size = 1 * MB
 
     async def main():
-        wt, wp = await any_loop.connect_write_pipe(lambda: WriteRecorder(any_loop), _file(w, "wb"))
+        wt, wp = await any_loop.connect_write_pipe(lambda: FlowClient(any_loop), _file(w, "wb"))
         assert wt.get_write_buffer_limits() == (16 * 1024, 64 * 1024)  # asyncio's defaults
         first = bytearray(b"a" * size)
         second = bytearray(b"c" * size)
@@ -402,7 +362,7 @@ def test_write_flow_control_with_a_slow_reader(any_loop):
     data = pattern(2 * MB, seed=9)
 
     async def main():
-        wt, wp = await any_loop.connect_write_pipe(lambda: WriteRecorder(any_loop), _file(w, "wb"))
+        wt, wp = await any_loop.connect_write_pipe(lambda: FlowClient(any_loop), _file(w, "wb"))
         wt.set_write_buffer_limits(high=64 * 1024, low=16 * 1024)
         assert wt.get_write_buffer_limits() == (16 * 1024, 64 * 1024)
         # Nobody reads yet: the kernel's pipe buffer fills, then ours.
@@ -439,7 +399,7 @@ def test_set_write_buffer_limits_validates(any_loop):
     r, w = raw_pipe()
 
     async def main():
-        wt, wp = await any_loop.connect_write_pipe(lambda: WriteRecorder(any_loop), _file(w, "wb"))
+        wt, wp = await any_loop.connect_write_pipe(lambda: FlowClient(any_loop), _file(w, "wb"))
         with pytest.raises(ValueError):
             wt.set_write_buffer_limits(high=10, low=20)
         wt.set_write_buffer_limits(high=100)
@@ -459,7 +419,7 @@ def test_set_write_buffer_limits_validates(any_loop):
 def test_flow_control_callbacks_raising_go_to_the_handler(any_loop, handler_calls):
     r, w = raw_pipe()
 
-    class Raising(WriteRecorder):
+    class Raising(FlowClient):
         def pause_writing(self):
             super().pause_writing()
             raise ValueError("in pause_writing")
@@ -495,7 +455,7 @@ def test_many_small_writes_keep_their_order(any_loop):
     pieces = [pattern(1 + i % 700, seed=i) for i in range(5000)]
 
     async def main():
-        wt, wp = await any_loop.connect_write_pipe(lambda: WriteRecorder(any_loop), _file(w, "wb"))
+        wt, wp = await any_loop.connect_write_pipe(lambda: FlowClient(any_loop), _file(w, "wb"))
         for i, piece in enumerate(pieces):
             kind = i % 3
             wt.write(piece if kind == 0 else bytearray(piece) if kind == 1 else memoryview(piece))
@@ -523,7 +483,7 @@ def test_write_eof_flushes_the_buffer_first(any_loop):
     data = pattern(1 * MB)
 
     async def main():
-        wt, wp = await any_loop.connect_write_pipe(lambda: WriteRecorder(any_loop), _file(w, "wb"))
+        wt, wp = await any_loop.connect_write_pipe(lambda: FlowClient(any_loop), _file(w, "wb"))
         wt.write(data)
         assert wt.get_write_buffer_size() > 0
         wt.write_eof()
@@ -547,7 +507,7 @@ def test_write_after_write_eof_or_close_is_dropped(any_loop, handler_calls):
     r, w = raw_pipe()
 
     async def main():
-        wt, wp = await any_loop.connect_write_pipe(lambda: WriteRecorder(any_loop), _file(w, "wb"))
+        wt, wp = await any_loop.connect_write_pipe(lambda: FlowClient(any_loop), _file(w, "wb"))
         wt.write(b"first")
         wt.write_eof()
         wt.write(b"second")  # asyncio's pipe transport ignores it (no error)
@@ -570,7 +530,7 @@ def test_abort_drops_the_buffer(any_loop):
     data = pattern(1 * MB)
 
     async def main():
-        wt, wp = await any_loop.connect_write_pipe(lambda: WriteRecorder(any_loop), _file(w, "wb"))
+        wt, wp = await any_loop.connect_write_pipe(lambda: FlowClient(any_loop), _file(w, "wb"))
         wt.write(data)
         assert wt.get_write_buffer_size() > 0
         wt.abort()
@@ -699,7 +659,7 @@ def test_write_pipe_peer_close_with_nothing_buffered(any_loop, ends, handler_cal
     read_end, write_end = ends(kind)
 
     async def main():
-        wt, wp = await any_loop.connect_write_pipe(lambda: WriteRecorder(any_loop), write_end)
+        wt, wp = await any_loop.connect_write_pipe(lambda: FlowClient(any_loop), write_end)
         read_end.close()
         exc = await wp.lost
         wt.write(b"dropped")
@@ -719,7 +679,7 @@ def test_write_pipe_on_a_socket_whose_peer_sends_counts_it_as_closed(any_loop, e
     read_end, write_end = ends("socketpair")
 
     async def main():
-        wt, wp = await any_loop.connect_write_pipe(lambda: WriteRecorder(any_loop), write_end)
+        wt, wp = await any_loop.connect_write_pipe(lambda: FlowClient(any_loop), write_end)
         read_end.sendall(b"unexpected")
         exc = await wp.lost
         return exc, wp.events, wt.is_closing()
@@ -733,7 +693,7 @@ def test_write_pipe_peer_close_with_data_buffered(any_loop, ends, handler_calls,
     read_end, write_end = ends(kind)
 
     async def main():
-        wt, wp = await any_loop.connect_write_pipe(lambda: WriteRecorder(any_loop), write_end)
+        wt, wp = await any_loop.connect_write_pipe(lambda: FlowClient(any_loop), write_end)
         wt.write(pattern(4 * MB))
         assert wt.get_write_buffer_size() > 0
         read_end.close()
@@ -774,7 +734,7 @@ def test_unclosed_write_pipe_transport_warns_and_closes_the_pipe(any_loop, ends)
     _master, slave = ends("pty")
 
     async def main():
-        wt, wp = await any_loop.connect_write_pipe(lambda: WriteRecorder(any_loop), slave)
+        wt, wp = await any_loop.connect_write_pipe(lambda: FlowClient(any_loop), slave)
         wt.write(b"x")
         wp.transport = None
         return weakref.ref(wt)
@@ -793,9 +753,7 @@ def test_closed_pipe_transports_give_no_warning_and_leave_no_fd(any_loop):
         for _ in range(50):
             r, w = raw_pipe()
             _rt, rp = await any_loop.connect_read_pipe(lambda: Recorder(any_loop), _file(r, "rb"))
-            wt, wp = await any_loop.connect_write_pipe(
-                lambda: WriteRecorder(any_loop), _file(w, "wb")
-            )
+            wt, wp = await any_loop.connect_write_pipe(lambda: FlowClient(any_loop), _file(w, "wb"))
             wt.write(b"ping")
             wt.close()
             await asyncio.gather(rp.lost, wp.lost)

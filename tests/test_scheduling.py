@@ -20,6 +20,7 @@ from support import (
     answering_task_protocol,
     is_ferroloop,
     make_loop,
+    run_forever_with_thread,
     run_forever_with_watchdog,
     scheduled_count,
 )
@@ -366,14 +367,9 @@ def test_call_soon_threadsafe_wakes_a_loop_blocked_in_the_poller(loop_kind):
         time.sleep(0.2)  # let the loop block in its poller
         loop.call_soon_threadsafe(lambda: (ran_in.append(threading.get_ident()), loop.stop()))
 
-    thread = threading.Thread(target=from_thread)
     try:
-        loop.call_soon(thread.start)
-        t0 = time.monotonic()
-        run_forever_with_watchdog(loop, timeout=10)
-        elapsed = time.monotonic() - t0
+        elapsed = run_forever_with_thread(loop, from_thread, timeout=10)
     finally:
-        thread.join()
         loop.close()
     assert ran_in == [threading.get_ident()]
     assert elapsed < 3.0, f"the loop took {elapsed:.2f}s to wake up"

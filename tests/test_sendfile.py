@@ -17,7 +17,16 @@ import struct
 import subprocess
 
 import pytest
-from transport_support import HOST, MB, recv_exactly, run, stream_pair, wait_until
+from transport_support import (
+    HOST,
+    MB,
+    Recorder,
+    StreamFamily,
+    nonblocking,
+    recv_exactly,
+    run,
+    wait_until,
+)
 
 FILE_SIZE = 4 * MB + 12_345
 
@@ -59,65 +68,29 @@ def pause_reading_for(transport, seconds):
     asyncio.get_running_loop().call_later(seconds, transport.resume_reading)
 
 
-class Collector(asyncio.Protocol):
-    def __init__(self, loop):
-        self.loop = loop
-        self.data = bytearray()
-        self.transport = None
-        self.eof = loop.create_future()
-        self.lost = loop.create_future()
-
-    def connection_made(self, transport):
-        self.transport = transport
-
-    def data_received(self, data):
-        self.data += data
-
-    def eof_received(self):
-        self.eof.set_result(None)
-        return True
-
-    def connection_lost(self, exc):
-        if not self.lost.done():
-            self.lost.set_result(exc)
-
-
 @contextlib.asynccontextmanager
 async def tcp_pair(loop, server_factory=None, unix_path=None):
-    """Yields (client_transport, client_protocol, server_protocol)."""
-    if unix_path is None:
-        start = lambda factory: loop.create_server(factory, HOST, 0)
-        connect = lambda server, factory: loop.create_connection(
-            factory, *server.sockets[0].getsockname()[:2]
-        )
-    else:
-        start = lambda factory: loop.create_unix_server(factory, unix_path)
-        connect = lambda server, factory: loop.create_unix_connection(factory, unix_path)
-    async with stream_pair(loop, start, connect, lambda: Collector(loop), None, server_factory) as (
-        tr,
-        client,
-        sproto,
-        _server,
-    ):
+    """A TCP (or, given unix_path, Unix) server and one client of it; the
+    protocols are Recorders that keep the connection open on EOF unless
+    server_factory says otherwise. Yields (client_transport,
+    client_protocol, server_protocol)."""
+    family = StreamFamily("tcp") if unix_path is None else StreamFamily("unix", unix_path)
+    async with family.pair(
+        loop,
+        client_factory=lambda: Recorder(loop, keep_open=True),
+        server_factory=server_factory or (lambda: Recorder(loop, keep_open=True)),
+    ) as (tr, client, sproto, _server):
         yield tr, client, sproto
 
 
 @contextlib.asynccontextmanager
 async def raw_stream_pair():
     """Two connected non-blocking TCP sockets."""
-    listener = socket.socket()
-    listener.bind((HOST, 0))
-    listener.listen()
-    a = socket.create_connection(listener.getsockname())
-    b, _ = listener.accept()
-    listener.close()
-    a.setblocking(False)
-    b.setblocking(False)
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
+    with socket.create_server((HOST, 0)) as listener:
+        a = socket.create_connection(listener.getsockname())
+        b, _ = listener.accept()
+    with nonblocking(a, b) as pair:
+        yield pair
 
 
 # --- loop.sendfile over TCP ---------------------------------------------------
@@ -262,7 +235,9 @@ def test_sendfile_when_the_peer_resets(any_loop, big_file, handler_calls):
         conn = None
         try:
             connect = asyncio.ensure_future(
-                any_loop.create_connection(lambda: Collector(any_loop), *listener.getsockname())
+                any_loop.create_connection(
+                    lambda: Recorder(any_loop, keep_open=True), *listener.getsockname()
+                )
             )
             conn, _ = await any_loop.sock_accept(listener)
             tr, client = await connect
@@ -292,11 +267,7 @@ def test_sendfile_when_the_peer_resets(any_loop, big_file, handler_calls):
 
 def test_sendfile_over_unix(any_loop, data_file, content, tmp_path):
     async def main():
-        async with tcp_pair(any_loop, unix_path=str(tmp_path / "sf.sock")) as (
-            tr,
-            _client,
-            sproto,
-        ):
+        async with tcp_pair(any_loop, unix_path=str(tmp_path / "sf.sock")) as (tr, _client, sproto):
             sent = await any_loop.sendfile(tr, data_file, 10, 2 * MB)
             tr.write_eof()
             await sproto.eof
@@ -424,12 +395,12 @@ def test_sendfile_over_tls_needs_the_fallback(any_loop, data_file, content, tls_
         sprotos = []
 
         def factory():
-            sprotos.append(Collector(any_loop))
+            sprotos.append(Recorder(any_loop, keep_open=True))
             return sprotos[-1]
 
         server = await any_loop.create_server(factory, HOST, 0, ssl=server_ctx)
         tr, client = await any_loop.create_connection(
-            lambda: Collector(any_loop),
+            lambda: Recorder(any_loop, keep_open=True),
             *server.sockets[0].getsockname(),
             ssl=client_ctx,
             server_hostname="localhost",

@@ -19,7 +19,7 @@ import warnings
 
 import pytest
 from support import open_fd_count
-from transport_support import HOST, run, wait_until
+from transport_support import HOST, Recorder, run, wait_until
 
 needs_313 = pytest.mark.skipif(
     sys.version_info < (3, 13), reason="Server.close_clients/abort_clients are 3.13+"
@@ -27,35 +27,6 @@ needs_313 = pytest.mark.skipif(
 
 
 # --- helpers ------------------------------------------------------------------
-
-
-class Recorder(asyncio.Protocol):
-    def __init__(self, loop, registry=None):
-        self.events = []
-        self.data = bytearray()
-        self.transport = None
-        self.lost = loop.create_future()
-        self.eof = loop.create_future()
-        if registry is not None:
-            registry.append(self)
-
-    def connection_made(self, transport):
-        self.events.append("made")
-        self.transport = transport
-
-    def data_received(self, data):
-        if not self.events or self.events[-1] != "data":
-            self.events.append("data")
-        self.data += data
-
-    def eof_received(self):
-        self.events.append("eof")
-        self.eof.set_result(None)
-
-    def connection_lost(self, exc):
-        self.events.append("lost")
-        if not self.lost.done():
-            self.lost.set_result(exc)
 
 
 def port_of(server, index=0):
@@ -100,7 +71,7 @@ async def closing(server):
 def test_server_basics(any_loop):
     async def main():
         protos = []
-        server = await any_loop.create_server(lambda: Recorder(any_loop, protos), HOST, 0)
+        server = await any_loop.create_server(lambda: Recorder(any_loop, registry=protos), HOST, 0)
         assert isinstance(server, asyncio.AbstractServer)
         assert server.get_loop() is any_loop
         assert server.is_serving()
@@ -133,7 +104,7 @@ def test_each_connection_gets_its_own_protocol(any_loop):
     async def main():
         protos = []
         async with closing(
-            await any_loop.create_server(lambda: Recorder(any_loop, protos), HOST, 0)
+            await any_loop.create_server(lambda: Recorder(any_loop, registry=protos), HOST, 0)
         ) as server:
             port = port_of(server)
             await asyncio.gather(*(talk(any_loop, HOST, port, b"%d" % i) for i in range(30)))
@@ -148,7 +119,9 @@ def test_a_burst_of_concurrent_connections_is_all_accepted(any_loop):
     async def main():
         protos = []
         async with closing(
-            await any_loop.create_server(lambda: Recorder(any_loop, protos), HOST, 0, backlog=500)
+            await any_loop.create_server(
+                lambda: Recorder(any_loop, registry=protos), HOST, 0, backlog=500
+            )
         ) as server:
             port = port_of(server)
             socks = []
@@ -171,7 +144,7 @@ def test_a_burst_of_concurrent_connections_is_all_accepted(any_loop):
 def test_server_close_leaves_accepted_connections_open(any_loop):
     async def main():
         protos = []
-        server = await any_loop.create_server(lambda: Recorder(any_loop, protos), HOST, 0)
+        server = await any_loop.create_server(lambda: Recorder(any_loop, registry=protos), HOST, 0)
         tr, client = await any_loop.create_connection(
             lambda: Recorder(any_loop), HOST, port_of(server)
         )
@@ -201,7 +174,7 @@ def test_several_hosts(any_loop):
         protos = []
         async with closing(
             await any_loop.create_server(
-                lambda: Recorder(any_loop, protos), ["127.0.0.1", "127.0.0.2"], 0
+                lambda: Recorder(any_loop, registry=protos), ["127.0.0.1", "127.0.0.2"], 0
             )
         ) as server:
             names = sorted(s.getsockname() for s in server.sockets)
@@ -247,7 +220,7 @@ def test_ipv6_server(any_loop):
     async def main():
         protos = []
         async with closing(
-            await any_loop.create_server(lambda: Recorder(any_loop, protos), "::1", 0)
+            await any_loop.create_server(lambda: Recorder(any_loop, registry=protos), "::1", 0)
         ) as server:
             (sock,) = server.sockets
             assert sock.family == socket.AF_INET6
@@ -330,7 +303,7 @@ def test_start_serving_false(any_loop):
     async def main():
         protos = []
         server = await any_loop.create_server(
-            lambda: Recorder(any_loop, protos), HOST, 0, start_serving=False
+            lambda: Recorder(any_loop, registry=protos), HOST, 0, start_serving=False
         )
         async with closing(server):
             assert not server.is_serving()
@@ -418,7 +391,7 @@ def test_wait_closed_with_no_connections(any_loop):
 def test_wait_closed_waits_for_the_connections(any_loop):
     async def main():
         protos = []
-        server = await any_loop.create_server(lambda: Recorder(any_loop, protos), HOST, 0)
+        server = await any_loop.create_server(lambda: Recorder(any_loop, registry=protos), HOST, 0)
         tr, client = await any_loop.create_connection(
             lambda: Recorder(any_loop), HOST, port_of(server)
         )
@@ -440,7 +413,7 @@ def test_wait_closed_waits_for_the_connections(any_loop):
 def test_close_and_abort_clients(any_loop, how):
     async def main():
         protos = []
-        server = await any_loop.create_server(lambda: Recorder(any_loop, protos), HOST, 0)
+        server = await any_loop.create_server(lambda: Recorder(any_loop, registry=protos), HOST, 0)
         clients = [
             await any_loop.create_connection(lambda: Recorder(any_loop), HOST, port_of(server))
             for _ in range(3)
@@ -469,7 +442,7 @@ def test_server_with_sock(any_loop, listening):
             sock.listen()
         protos = []
         async with closing(
-            await any_loop.create_server(lambda: Recorder(any_loop, protos), sock=sock)
+            await any_loop.create_server(lambda: Recorder(any_loop, registry=protos), sock=sock)
         ) as server:
             assert server.sockets[0].getsockname() == sock.getsockname()
             await talk(any_loop, HOST, sock.getsockname()[1], b"sock=")
@@ -514,7 +487,7 @@ class FirstFactoryCallFails:
         self.calls += 1
         if self.calls == 1:
             raise ZeroDivisionError("no protocol for the first connection")
-        return Recorder(self.loop, self.protos)
+        return Recorder(self.loop, registry=self.protos)
 
 
 @pytest.mark.parametrize("debug", [False, True])
@@ -569,7 +542,7 @@ def test_server_life_cycle_leaks_no_fd(any_loop, handler_calls):
         for _ in range(5):
             protos = []
             server = await any_loop.create_server(
-                lambda reg=protos: Recorder(any_loop, reg), HOST, 0
+                lambda reg=protos: Recorder(any_loop, registry=reg), HOST, 0
             )
             port = port_of(server)
             pairs = await asyncio.gather(

@@ -20,7 +20,7 @@ import threading
 import time
 
 import pytest
-from support import make_loop
+from support import ResultThread, make_loop, run_in_new_loop
 from transport_support import run
 
 CHILD = str(pathlib.Path(__file__).with_name("signal_child.py"))
@@ -208,31 +208,17 @@ def test_close_removes_the_handlers(loop_kind):
 
 
 def test_errors_from_a_loop_in_a_non_main_thread(loop_kind):
-    outcome = {}
+    async def main():
+        loop = asyncio.get_running_loop()
+        with pytest.raises(RuntimeError):
+            loop.add_signal_handler(signal.SIGUSR1, lambda: None)
+        # Nothing was registered: removing finds nothing.
+        assert loop.remove_signal_handler(signal.SIGUSR1) is False
+        return "ok"
 
-    def thread_main():
-        loop = make_loop(loop_kind)
-        try:
-
-            async def main():
-                with pytest.raises(RuntimeError):
-                    loop.add_signal_handler(signal.SIGUSR1, lambda: None)
-                # Nothing was registered: removing finds nothing.
-                assert loop.remove_signal_handler(signal.SIGUSR1) is False
-
-            loop.run_until_complete(main())
-            outcome["ok"] = True
-        except BaseException as exc:  # noqa: BLE001 (re-raised in the main thread)
-            outcome["error"] = exc
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=thread_main)
+    thread = ResultThread(run_in_new_loop, loop_kind, main, 10)
     thread.start()
-    thread.join(10)
-    if "error" in outcome:
-        raise outcome["error"]
-    assert outcome == {"ok": True}
+    assert thread.result(10) == "ok"
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
 
 

@@ -12,16 +12,6 @@ import pytest
 from support import registered_fds
 
 
-@pytest.fixture
-def sockpair():
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
-
-
 def test_sock_recv_waits_for_data_sent_later(any_loop, sockpair):
     a, b = sockpair
 

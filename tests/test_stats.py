@@ -13,7 +13,6 @@ import math
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -21,7 +20,7 @@ import warnings
 import ferroloop
 import pytest
 from ferroloop import LagStats, LoopStats
-from support import answering_task_protocol
+from support import answering_task_protocol, python_child
 
 THRESHOLD = 0.020
 WATCHDOG = "ferroloop-slow-callback-watchdog"
@@ -560,9 +559,7 @@ def test_a_loop_left_open_does_not_delay_interpreter_exit():
         "print('done')\n"
     )
     t0 = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
-    )
+    proc = python_child(code)
     assert (proc.returncode, proc.stdout) == (0, "done\n"), proc.stderr
     assert time.monotonic() - t0 < 5
 
@@ -593,14 +590,7 @@ def test_debug_mode_and_reports_work_together(loop, reports, caplog):
 
 def _run_child(code: str, env_value: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, FERROLOOP_SLOW_CALLBACK_MS=env_value)
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return python_child(code, env)
 
 
 def test_env_var_sets_the_threshold_of_new_loops():

@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from support import make_loop
+from support import make_loop, sleep_until_cancelled
 
 VAR = contextvars.ContextVar("VAR", default="default")
 
@@ -179,20 +179,13 @@ def test_timeout_and_taskgroup(any_loop):
 def test_taskgroup_propagates_errors_and_cancels_siblings(any_loop):
     cancelled = []
 
-    async def sibling():
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            cancelled.append(True)
-            raise
-
     async def failing():
         await asyncio.sleep(0.001)
         raise KeyError("bad")
 
     async def main():
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(sibling())
+            tg.create_task(sleep_until_cancelled(cancelled))
             tg.create_task(failing())
 
     with pytest.raises(BaseExceptionGroup) as info:  # noqa: F821 - 3.11+ builtin

@@ -40,8 +40,15 @@ from asyncio import base_events
 
 import ferroloop
 import pytest
-from tls_support import RawTLS, Recorder, connected_raw_socket, listening_socket
-from transport_support import HOST, MB, pattern, recv_until_closed, run, wait_until
+from tls_support import (
+    RawTLS,
+    Server,
+    connected_raw_socket,
+    listening_socket,
+    raw_tls_client,
+    tls_client,
+)
+from transport_support import HOST, MB, Recorder, pattern, recv_until_closed, run, wait_until
 
 pytestmark = [
     pytest.mark.skipif(
@@ -73,50 +80,6 @@ def tls12_only(ctx):
     return ctx
 
 
-class Server:
-    """A create_server server (TLS if given a context) whose protocols
-    (Recorders unless told otherwise) are kept."""
-
-    def __init__(self, loop, factory=None):
-        self.loop = loop
-        self.factory = factory or (lambda: Recorder(loop))
-        self.protocols = []
-        self.server = None
-
-    def _make(self):
-        proto = self.factory()
-        self.protocols.append(proto)
-        return proto
-
-    async def start(self, ssl_ctx=None, **kw):
-        self.server = await self.loop.create_server(self._make, HOST, 0, ssl=ssl_ctx, **kw)
-        return self
-
-    @property
-    def port(self):
-        return self.server.sockets[0].getsockname()[1]
-
-    async def first(self):
-        """The first connection's protocol, once its connection is made."""
-        await wait_until(lambda: self.protocols and self.protocols[0].transport is not None)
-        return self.protocols[0]
-
-    async def close(self):
-        for p in self.protocols:
-            if p.transport is not None and not p.transport.is_closing():
-                p.transport.abort()
-        self.server.close()
-        await asyncio.wait_for(self.server.wait_closed(), 3)
-
-
-async def tls_client(loop, port, certs, **kw):
-    """A TLS client (a Recorder) of the test server."""
-    return await loop.create_connection(
-        lambda: Recorder(loop), HOST, port,
-        ssl=certs.client_context(), server_hostname="localhost", **kw,
-    )  # fmt: skip
-
-
 # --- (a) application data after close_notify ---------------------------------
 
 
@@ -132,7 +95,7 @@ def test_a_echo_after_close_notify_is_discarded(loop, certs, closer):
     call: an SSLError is an OSError)."""
 
     async def main():
-        srv = await Server(loop).start(certs.server_context())
+        srv = await Server(loop, echo=False).start(certs.server_context())
         try:
             _, cl = await tls_client(loop, srv.port, certs)
             sv = await srv.first()
@@ -145,7 +108,7 @@ def test_a_echo_after_close_notify_is_discarded(loop, certs, closer):
             await asyncio.sleep(0.02)
             return closing, echoing, closing_exc, echoing_exc
         finally:
-            await srv.close()
+            await srv.abort()
 
     handler_calls = capture_handler(loop)
     closing, echoing, closing_exc, echoing_exc = run(loop, main(), timeout=10)
@@ -170,28 +133,26 @@ def test_a_peer_data_after_our_close_notify(loop, certs, when):
     APPLICATION_DATA_AFTER_CLOSE_NOTIFY)."""
 
     async def main():
-        srv = await Server(loop).start(certs.server_context())
+        srv = await Server(loop, echo=False).start(certs.server_context())
         try:
-            sock = await connected_raw_socket(loop, srv.port)
-            with sock:
-                peer = RawTLS.client(loop, sock, certs)
+            async with raw_tls_client(loop, srv.port, certs) as peer:
                 await peer.handshake()
                 sv = await srv.first()
                 sv.transport.close()
                 late = peer.records(b"late data, " * 1000)
                 if when == "before-reading-ours":
-                    await loop.sock_sendall(sock, late)
+                    await loop.sock_sendall(peer.sock, late)
                     await asyncio.sleep(0.05)
                     _, saw_close_notify = await peer.read_until_close()
-                    await loop.sock_sendall(sock, peer.close_notify())
+                    await loop.sock_sendall(peer.sock, peer.close_notify())
                 else:
                     _, saw_close_notify = await peer.read_until_close()
-                    await loop.sock_sendall(sock, late + peer.close_notify())
+                    await loop.sock_sendall(peer.sock, late + peer.close_notify())
                 exc = await asyncio.wait_for(sv.lost, 3)
                 await asyncio.sleep(0.02)
             return sv, exc, saw_close_notify
         finally:
-            await srv.close()
+            await srv.abort()
 
     handler_calls = capture_handler(loop)
     sv, exc, saw_close_notify = run(loop, main())
@@ -219,14 +180,12 @@ def test_b_first_data_in_the_same_read_as_the_handshake_end(any_loop, certs, rol
     first = b"first data, with the handshake's last flight"
 
     async def as_server():
-        srv = await Server(any_loop).start(certs.server_context())
+        srv = await Server(any_loop, echo=False).start(certs.server_context())
         try:
-            sock = await connected_raw_socket(any_loop, srv.port)
-            with sock:
-                peer = RawTLS.client(any_loop, sock, certs)
+            async with raw_tls_client(any_loop, srv.port, certs) as peer:
                 await peer.handshake(send_last_flight=False)
                 assert peer.obj.version() == "TLSv1.3"
-                await any_loop.sock_sendall(sock, peer.outgoing.read() + peer.records(first))
+                await any_loop.sock_sendall(peer.sock, peer.outgoing.read() + peer.records(first))
                 proto = await srv.first()
                 await proto.received(len(first))
                 proto.transport.write(b"reply")
@@ -236,7 +195,7 @@ def test_b_first_data_in_the_same_read_as_the_handshake_end(any_loop, certs, rol
                 await asyncio.wait_for(proto.lost, 3)
                 return proto, answer
         finally:
-            await srv.close()
+            await srv.abort()
 
     async def as_client():
         with listening_socket() as lsock:
@@ -319,7 +278,7 @@ def test_b_start_tls_with_the_client_hello_already_waiting(any_loop, certs):
                 await asyncio.wait_for(tls_proto.lost, 3)
                 return plain, answer
         finally:
-            await srv.close()
+            await srv.abort()
 
     handler_calls = capture_handler(any_loop)
     plain, answer = run(any_loop, main())
@@ -421,20 +380,18 @@ def test_b_start_tls_first_data_after_the_waiter_wakeup(loop, certs, upgrade):
     async def main():
         srv = await Server(loop, UpgradingEcho).start()
         try:
-            sock = await connected_raw_socket(loop, srv.port)
-            with sock:
-                peer = RawTLS.client(loop, sock, certs)
+            async with raw_tls_client(loop, srv.port, certs) as peer:
                 await peer.handshake(send_last_flight=False)
-                await loop.sock_sendall(sock, peer.outgoing.read() + peer.records(b"hello"))
+                await loop.sock_sendall(peer.sock, peer.outgoing.read() + peer.records(b"hello"))
                 answer = await peer.read(5)
                 proto = srv.protocols[0]
                 if answer[1] is not None:  # the client's TLS failed
                     return answer, proto, None
-                await loop.sock_sendall(sock, peer.close_notify())
+                await loop.sock_sendall(peer.sock, peer.close_notify())
                 lost = await asyncio.wait_for(proto.lost, 3)
             return answer, proto, lost
         finally:
-            await srv.close()
+            await srv.abort()
 
     handler_calls = capture_handler(loop)
     answer, proto, lost = run(loop, main())
@@ -463,26 +420,24 @@ def test_c_peer_ends_and_stops_reading(loop, certs, how):
     peer goes away (connection_lost never comes)."""
 
     async def main():
-        srv = await Server(loop).start(certs.server_context(), ssl_shutdown_timeout=0.5)
+        srv = await Server(loop, echo=False).start(certs.server_context(), ssl_shutdown_timeout=0.5)
         try:
-            sock = await connected_raw_socket(loop, srv.port, rcvbuf=4096)
-            with sock:
-                peer = RawTLS.client(loop, sock, certs)
+            async with raw_tls_client(loop, srv.port, certs, rcvbuf=4096) as peer:
                 await peer.handshake()
                 sv = await srv.first()
                 sv.transport.write(pattern(8 * MB))  # far more than the socket buffers
                 await asyncio.sleep(0.05)
                 t0 = loop.time()
                 if how == "close_notify":
-                    await loop.sock_sendall(sock, peer.close_notify())
+                    await loop.sock_sendall(peer.sock, peer.close_notify())
                 else:
-                    sock.shutdown(socket.SHUT_WR)
+                    peer.sock.shutdown(socket.SHUT_WR)
                 exc = await asyncio.wait_for(sv.lost, 5)
                 elapsed = loop.time() - t0
             await asyncio.sleep(0.02)
             return sv, exc, elapsed
         finally:
-            await srv.close()
+            await srv.abort()
 
     handler_calls = capture_handler(loop)
     sv, exc, elapsed = run(loop, main(), timeout=10)
@@ -537,7 +492,7 @@ def test_d_close_while_paused_nothing_pending(any_loop, certs):
     it (eof_received); both ends get connection_lost(None)."""
 
     async def main():
-        srv = await Server(any_loop).start(certs.server_context())
+        srv = await Server(any_loop, echo=False).start(certs.server_context())
         try:
             _, cl = await tls_client(any_loop, srv.port, certs)
             sv = await srv.first()
@@ -548,7 +503,7 @@ def test_d_close_while_paused_nothing_pending(any_loop, certs):
             cl_exc = await asyncio.wait_for(cl.lost, 3)
             return cl, sv, sv_exc, cl_exc
         finally:
-            await srv.close()
+            await srv.abort()
 
     handler_calls = capture_handler(any_loop)
     cl, sv, sv_exc, cl_exc = run(any_loop, main())
@@ -574,7 +529,7 @@ def test_d_close_while_paused_with_data_pending(loop, certs, size):
     ConnectionResetError)."""
 
     async def main():
-        srv = await Server(loop).start(certs.server_context(), ssl_shutdown_timeout=5)
+        srv = await Server(loop, echo=False).start(certs.server_context(), ssl_shutdown_timeout=5)
         try:
             tr, cl = await tls_client(loop, srv.port, certs)
             sv = await srv.first()
@@ -591,7 +546,7 @@ def test_d_close_while_paused_with_data_pending(loop, certs, size):
             cl_exc = await asyncio.wait_for(cl.lost, 3)
             return cl, sv, sv_exc, cl_exc, elapsed
         finally:
-            await srv.close()
+            await srv.abort()
 
     handler_calls = capture_handler(loop)
     cl, sv, sv_exc, cl_exc, elapsed = run(loop, main(), timeout=10)
@@ -615,11 +570,9 @@ def test_d_close_while_paused_after_the_peer_ended(loop, certs, how):
     (a hang)."""
 
     async def main():
-        srv = await Server(loop).start(certs.server_context(), ssl_shutdown_timeout=5)
+        srv = await Server(loop, echo=False).start(certs.server_context(), ssl_shutdown_timeout=5)
         try:
-            sock = await connected_raw_socket(loop, srv.port)
-            with sock:
-                peer = RawTLS.client(loop, sock, certs)
+            async with raw_tls_client(loop, srv.port, certs) as peer:
                 await peer.handshake()
                 sv = await srv.first()
                 sv.transport.pause_reading()
@@ -627,8 +580,8 @@ def test_d_close_while_paused_after_the_peer_ended(loop, certs, how):
                 wire = peer.records(b"unread")
                 if how == "close_notify-and-eof":
                     wire += peer.close_notify()
-                await loop.sock_sendall(sock, wire)
-                sock.shutdown(socket.SHUT_WR)
+                await loop.sock_sendall(peer.sock, wire)
+                peer.sock.shutdown(socket.SHUT_WR)
                 await asyncio.sleep(0.1)
                 assert not sv.lost.done()
                 t0 = loop.time()
@@ -636,10 +589,10 @@ def test_d_close_while_paused_after_the_peer_ended(loop, certs, how):
                 sv_exc = await asyncio.wait_for(sv.lost, 4)
                 elapsed = loop.time() - t0
                 # The client sees the TCP connection end.
-                await asyncio.wait_for(recv_until_closed(loop, sock), 3)
+                await asyncio.wait_for(recv_until_closed(loop, peer.sock), 3)
             return sv, sv_exc, elapsed
         finally:
-            await srv.close()
+            await srv.abort()
 
     handler_calls = capture_handler(loop)
     sv, sv_exc, elapsed = run(loop, main(), timeout=10)

@@ -1,6 +1,6 @@
 """asyncio's own services (streams, transports, pipes, subprocesses,
 signals) running on top of the core: smoke tests with real sockets,
-processes and signals."""
+processes and signals (the stream echo on TCP and on a Unix socket)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import threading
 import time
 
 import pytest
-from support import run_forever_with_watchdog
+from support import run_forever_with_thread, run_forever_with_watchdog
 
 
 def _run(loop, coro, timeout=20):
     return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
 
-def test_stream_echo_server(any_loop):
+def test_stream_echo_server(any_loop, stream_family):
     async def handle(reader, writer):
         while line := await reader.readline():
             writer.write(line.upper())
@@ -29,11 +29,12 @@ def test_stream_echo_server(any_loop):
         await writer.wait_closed()
 
     async def main():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        host, port = server.sockets[0].getsockname()[:2]
-        assert host == "127.0.0.1"
+        server = await stream_family.start_stream_server(handle)
+        if stream_family.name == "tcp":
+            host, _port = server.sockets[0].getsockname()[:2]
+            assert host == "127.0.0.1"
         async with server:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await stream_family.open_stream(stream_family.address(server))
             replies = []
             for word in (b"alpha\n", b"beta\n", b"x" * 50_000 + b"\n"):
                 writer.write(word)
@@ -256,14 +257,9 @@ def test_signal_wakes_a_loop_blocked_in_the_poller(any_loop, sigusr1):
         time.sleep(0.2)  # let the loop block
         os.kill(os.getpid(), sigusr1)
 
-    thread = threading.Thread(target=send)
     try:
-        any_loop.call_soon(thread.start)
-        t0 = time.monotonic()
-        run_forever_with_watchdog(any_loop, timeout=10)
-        elapsed = time.monotonic() - t0
+        elapsed = run_forever_with_thread(any_loop, send, timeout=10)
     finally:
-        thread.join()
         any_loop.remove_signal_handler(sigusr1)
     assert got == [True]
     assert elapsed < 3.0, f"the signal took {elapsed:.2f}s to wake the loop"

@@ -1,7 +1,9 @@
-"""Unix stream transports made by create_unix_server / create_unix_connection
-(and the stream helpers on top of them), on real AF_UNIX sockets in
-tmp_path and in the Linux abstract namespace, with stock asyncio as the
-reference.
+"""What is AF_UNIX's own in stream transports (the rest, the same on TCP and
+Unix sockets, is in test_stream_*.py, and asyncio's streams echo in
+test_transports_smoke.py): create_unix_server / create_unix_connection's
+paths (stale socket files, the Linux abstract namespace, PathLike, sock=,
+socketpairs), their argument errors, and the socket file's cleanup, on
+real AF_UNIX sockets in tmp_path, with stock asyncio as the reference.
 
 https://docs.python.org/3/library/asyncio-eventloop.html#working-with-unix-sockets
 """
@@ -10,18 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import gc
 import os
 import pathlib
 import socket
 import stat
 import sys
 import uuid
-import weakref
 
 import pytest
-from support import collected_warnings, open_fd_count
-from transport_support import MB, FlowRecording, pattern, recv_exactly, run, stream_pair, wait_until
+from transport_support import Recorder, StreamFamily, run, wait_until
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs AF_UNIX")
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="Linux abstract namespace")
@@ -33,303 +32,11 @@ needs_313 = pytest.mark.skipif(
 # --- helpers ------------------------------------------------------------------
 
 
-@pytest.fixture
-def sock_path(tmp_path):
-    # AF_UNIX paths are limited to ~108 bytes: keep it short.
-    path = tmp_path / "s.sock"
-    if len(os.fsencode(path)) > 100:
-        pytest.skip("tmp_path is too long for an AF_UNIX path")
-    return path
-
-
-class Recorder(asyncio.Protocol):
-    def __init__(self, loop, keep_open=None):
-        self.loop = loop
-        self.keep_open = keep_open
-        self.events = []
-        self.data = bytearray()
-        self.transport = None
-        self.made = loop.create_future()
-        self.eof = loop.create_future()
-        self.lost = loop.create_future()
-
-    def connection_made(self, transport):
-        self.events.append("made")
-        self.transport = transport
-        self.made.set_result(transport)
-
-    def data_received(self, data):
-        assert type(data) is bytes and data
-        if not self.events or self.events[-1] != "data":
-            self.events.append("data")
-        self.data += data
-
-    def eof_received(self):
-        self.events.append("eof")
-        self.eof.set_result(None)
-        return self.keep_open
-
-    def connection_lost(self, exc):
-        self.events.append("lost")
-        if not self.lost.done():
-            self.lost.set_result(exc)
-
-
-class FlowClient(FlowRecording, Recorder):
-    """A Recorder that records pause_writing/resume_writing."""
-
-
-def unix_pair(loop, path, client_factory=None, server_factory=None):
-    """A create_unix_server server on path and one create_unix_connection
-    client. Yields (client_transport, client_protocol, server_protocol, server)."""
-    return stream_pair(
-        loop,
-        lambda factory: loop.create_unix_server(factory, path),
-        lambda server, factory: loop.create_unix_connection(factory, path),
-        lambda: Recorder(loop),
-        client_factory,
-        server_factory,
-    )
-
-
 def make_stale_socket_file(path):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.bind(os.fspath(path))
     s.close()
     assert stat.S_ISSOCK(os.stat(path).st_mode)
-
-
-# --- types and extra info -----------------------------------------------------
-
-
-def test_unix_transport_types_and_extra_info(any_loop, sock_path):
-    async def main():
-        async with unix_pair(any_loop, sock_path) as (tr, client, sproto, server):
-            path = str(sock_path)
-            assert server.sockets[0].getsockname() == path
-            str_ = sproto.transport
-            for t in (tr, str_):
-                assert isinstance(t, asyncio.Transport)
-                assert not isinstance(t, asyncio.DatagramTransport)
-                sock = t.get_extra_info("socket")
-                assert sock.family == socket.AF_UNIX
-                assert sock.type == socket.SOCK_STREAM
-                assert t.get_extra_info("sockname") == sock.getsockname()
-                assert t.get_extra_info("peername") == sock.getpeername()
-                assert t.get_extra_info("missing", 42) == 42
-                assert t.can_write_eof() is True
-                assert t.is_reading() and not t.is_closing()
-            # the client's socket is unnamed; the server's accepted one is the path
-            assert tr.get_extra_info("peername") == path
-            assert tr.get_extra_info("sockname") == ""
-            assert str_.get_extra_info("sockname") == path
-            assert str_.get_extra_info("peername") == ""
-            assert tr.get_protocol() is client
-            assert str_.get_protocol() is sproto
-
-    run(any_loop, main())
-
-
-def test_unix_callback_order_and_half_close(any_loop, sock_path, handler_calls):
-    async def main():
-        async with unix_pair(
-            any_loop, sock_path, server_factory=lambda: Recorder(any_loop, keep_open=True)
-        ) as (tr, client, sproto, _server):
-            assert client.events == ["made"]
-            tr.write(b"request")
-            tr.write_eof()
-            with pytest.raises(RuntimeError, match=r"after write_eof\(\)"):
-                tr.write(b"too late")
-            await sproto.eof
-            assert sproto.data == b"request"
-            assert not sproto.transport.is_closing()
-            sproto.transport.write(b"response")
-            sproto.transport.close()
-            assert await client.lost is None
-            assert await sproto.lost is None
-            assert client.events == ["made", "data", "eof", "lost"]
-            assert client.data == b"response"
-            assert sproto.events == ["made", "data", "eof", "lost"]
-
-    run(any_loop, main())
-    assert handler_calls == []
-
-
-@pytest.mark.parametrize("keep_open", [None, False])
-def test_unix_eof_received_false_closes(any_loop, sock_path, keep_open):
-    async def main():
-        async with unix_pair(
-            any_loop, sock_path, client_factory=lambda: Recorder(any_loop, keep_open=keep_open)
-        ) as (tr, client, sproto, _server):
-            sproto.transport.write(b"x")
-            sproto.transport.write_eof()
-            assert await client.lost is None
-            assert tr.is_closing()
-            assert client.events == ["made", "data", "eof", "lost"]
-            assert await sproto.lost is None
-            assert sproto.events == ["made", "eof", "lost"]
-
-    run(any_loop, main())
-
-
-def test_unix_writes_of_every_bytes_like_type(any_loop, sock_path):
-    async def main():
-        async with unix_pair(any_loop, sock_path) as (tr, _client, sproto, _server):
-            tr.write(b"a")
-            tr.write(bytearray(b"b"))
-            tr.write(memoryview(b"xcx")[1:2])
-            tr.writelines([b"d", bytearray(b"e"), memoryview(b"f")])
-            with pytest.raises(TypeError, match="data argument must be a bytes"):
-                tr.write("g")
-            tr.close()
-            tr.write(b"ignored after close")
-            await sproto.lost
-            assert sproto.data == b"abcdef"
-
-    run(any_loop, main())
-
-
-def test_unix_large_transfer_with_flow_control(any_loop, sock_path):
-    chunk = pattern(256 * 1024, seed=1)
-    chunks = 80  # 20 MiB
-
-    async def main():
-        async with unix_pair(
-            any_loop,
-            sock_path,
-            client_factory=lambda: FlowClient(any_loop),
-        ) as (tr, client, sproto, _server):
-            sproto.transport.pause_reading()  # a slow reader
-            any_loop.call_later(0.2, sproto.transport.resume_reading)
-            low, high = tr.get_write_buffer_limits()
-            for _ in range(chunks):
-                await client.can_write.wait()
-                tr.write(chunk)
-            tr.write_eof()
-            await sproto.eof
-            assert len(sproto.data) == chunks * len(chunk)
-            assert sproto.data == chunk * chunks
-            await wait_until(lambda: tr.get_write_buffer_size() == 0)
-            return low, high, client.flow
-
-    low, high, flow = run(any_loop, main(), timeout=20)
-    assert flow, "pause_writing was never called"
-    assert [k for k, _ in flow] == ["pause", "resume"] * (len(flow) // 2)
-    assert all(size > high for k, size in flow if k == "pause")
-    assert all(size <= low for k, size in flow if k == "resume")
-
-
-def test_unix_pause_and_resume_reading(any_loop, sock_path):
-    async def main():
-        async with unix_pair(any_loop, sock_path) as (tr, _client, sproto, _server):
-            sproto.transport.pause_reading()
-            sproto.transport.pause_reading()
-            assert not sproto.transport.is_reading()
-            tr.write(b"held back")
-            await asyncio.sleep(0.1)
-            assert sproto.events == ["made"]
-            sproto.transport.resume_reading()
-            await wait_until(lambda: sproto.data == b"held back")
-            assert sproto.transport.is_reading()
-
-    run(any_loop, main())
-
-
-def test_unix_buffered_protocol(any_loop, sock_path):
-    payload = pattern(8 * MB, seed=2)
-
-    class Buffered(asyncio.BufferedProtocol):
-        def __init__(self):
-            self.buf = bytearray(32 * 1024)
-            self.received = bytearray()
-            self.lost = any_loop.create_future()
-
-        def get_buffer(self, sizehint):
-            return self.buf
-
-        def buffer_updated(self, nbytes):
-            self.received += self.buf[:nbytes]
-
-        def eof_received(self):
-            return None
-
-        def connection_lost(self, exc):
-            self.lost.set_result(exc)
-
-    async def main():
-        async with unix_pair(any_loop, sock_path, client_factory=Buffered) as (
-            _tr,
-            client,
-            sproto,
-            _server,
-        ):
-            sproto.transport.write(payload)
-            sproto.transport.close()
-            assert await client.lost is None
-            return client.received
-
-    assert run(any_loop, main(), timeout=10) == payload
-
-
-def test_unix_peer_closing_during_a_large_write(any_loop, sock_path, handler_calls):
-    async def main():
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(sock_path))
-        listener.listen()
-        listener.setblocking(False)
-        conn = None
-        try:
-            connect = asyncio.ensure_future(
-                any_loop.create_unix_connection(lambda: Recorder(any_loop), sock_path)
-            )
-            conn, _ = await any_loop.sock_accept(listener)
-            tr, client = await connect
-            payload = pattern(32 * MB, seed=3)
-            tr.write(payload)
-            assert await recv_exactly(any_loop, conn, MB) == payload[:MB]
-            conn.close()  # with unread data queued: the writer gets EPIPE/ECONNRESET
-            exc = await client.lost
-            assert isinstance(exc, OSError), exc
-            assert tr.is_closing()
-            assert tr.get_write_buffer_size() == 0
-            assert client.events == ["made", "lost"]
-        finally:
-            if conn is not None:
-                conn.close()
-            listener.close()
-
-    run(any_loop, main())
-    assert any_loop.run_until_complete(asyncio.sleep(0, "alive")) == "alive"
-    assert handler_calls == []
-
-
-def test_unix_data_received_exception_closes_the_transport(any_loop, sock_path, handler_calls):
-    class Bad(Recorder):
-        def data_received(self, data):
-            super().data_received(data)
-            self.error = ArithmeticError("boom")
-            raise self.error
-
-    async def main():
-        async with unix_pair(any_loop, sock_path, server_factory=lambda: Bad(any_loop)) as (
-            tr,
-            client,
-            sproto,
-            _server,
-        ):
-            tr.write(b"trigger")
-            exc = await sproto.lost
-            assert exc is sproto.error
-            assert await client.lost is None
-            return sproto
-
-    sproto = run(any_loop, main())
-    assert len(handler_calls) == 1
-    context = handler_calls[0]
-    assert context["message"] == "Fatal error: protocol.data_received() call failed."
-    assert context["exception"] is sproto.error
-    assert context["transport"] is sproto.transport
-    assert context["protocol"] is sproto
 
 
 # --- paths: stale files, abstract namespace, sock=, PathLike ------------------
@@ -339,7 +46,7 @@ def test_stale_socket_file_is_replaced(any_loop, sock_path):
     make_stale_socket_file(sock_path)
 
     async def main():
-        async with unix_pair(any_loop, sock_path) as (tr, _client, sproto, _server):
+        async with StreamFamily("unix", sock_path).pair(any_loop) as (tr, _client, sproto, _server):
             tr.write(b"through the new socket")
             await wait_until(lambda: sproto.data == b"through the new socket")
 
@@ -365,7 +72,7 @@ def test_abstract_namespace(any_loop, tmp_path):
     before = set(os.listdir(tmp_path))
 
     async def main():
-        async with unix_pair(any_loop, name) as (tr, _client, sproto, server):
+        async with StreamFamily("unix", name).pair(any_loop) as (tr, _client, sproto, server):
             assert server.sockets[0].getsockname() == name.encode()
             assert tr.get_extra_info("peername") == name.encode()
             assert sproto.transport.get_extra_info("sockname") == name.encode()
@@ -383,7 +90,7 @@ def test_pathlike_paths(any_loop, sock_path):
     assert isinstance(sock_path, pathlib.Path)
 
     async def main():
-        async with unix_pair(any_loop, sock_path) as (tr, _client, _sproto, server):
+        async with StreamFamily("unix", sock_path).pair(any_loop) as (tr, _client, _sproto, server):
             assert server.sockets[0].getsockname() == str(sock_path)
             assert tr.get_extra_info("peername") == str(sock_path)
 
@@ -476,35 +183,6 @@ def test_unix_connection_errors(any_loop, sock_path):
     run(any_loop, main())
 
 
-# --- streams ------------------------------------------------------------------
-
-
-def test_unix_streams_echo(any_loop, sock_path):
-    async def handle(reader, writer):
-        while line := await reader.readline():
-            writer.write(line.upper())
-            await writer.drain()
-        writer.close()
-        await writer.wait_closed()
-
-    async def main():
-        server = await asyncio.start_unix_server(handle, sock_path)
-        async with server:
-            reader, writer = await asyncio.open_unix_connection(sock_path)
-            got = []
-            for line in (b"abc\n", b"x" * 50_000 + b"\n"):
-                writer.write(line)
-                await writer.drain()
-                got.append(await reader.readline())
-            writer.write_eof()
-            assert await reader.read() == b""
-            writer.close()
-            await writer.wait_closed()
-            return got
-
-    assert run(any_loop, main()) == [b"ABC\n", b"X" * 50_000 + b"\n"]
-
-
 # --- socket file cleanup ------------------------------------------------------
 
 
@@ -561,84 +239,3 @@ def test_cleanup_socket_leaves_a_replaced_file_alone(any_loop, sock_path):
 
     run(any_loop, main())
     assert sock_path.read_bytes() == b"someone else's"
-
-
-# --- resources ----------------------------------------------------------------
-
-
-def test_a_thousand_unix_connections_leak_no_fd(any_loop, sock_path, handler_calls):
-    class Echo(asyncio.Protocol):
-        def connection_made(self, transport):
-            self.transport = transport
-
-        def data_received(self, data):
-            self.transport.write(data)
-            self.transport.close()
-
-    class Client(asyncio.Protocol):
-        def __init__(self):
-            self.lost = any_loop.create_future()
-
-        def connection_made(self, transport):
-            transport.write(b"ping")
-
-        def connection_lost(self, exc):
-            self.lost.set_result(exc)
-
-    async def main():
-        gc.collect()
-        before = open_fd_count()
-        server = await any_loop.create_unix_server(Echo, sock_path)
-        for _ in range(20):
-            pairs = await asyncio.gather(
-                *(any_loop.create_unix_connection(Client, sock_path) for _ in range(50))
-            )
-            assert await asyncio.gather(*(p.lost for _, p in pairs)) == [None] * 50
-            del pairs
-        server.close()
-        await server.wait_closed()
-        await asyncio.sleep(0.02)
-        gc.collect()
-        return before, open_fd_count()
-
-    before, after = run(any_loop, main(), timeout=60)
-    assert after == before
-    assert handler_calls == []
-
-
-def test_unix_unclosed_transport_resource_warning(any_loop, sock_path):
-    async def open_and_drop():
-        server = await any_loop.create_unix_server(asyncio.Protocol, sock_path)
-        tr, _ = await any_loop.create_unix_connection(asyncio.Protocol, sock_path)
-        tr.pause_reading()
-        ref = weakref.ref(tr)
-        del tr
-        return server, ref
-
-    server, ref = run(any_loop, open_and_drop())
-    with collected_warnings() as caught:
-        pass
-    assert ref() is None
-    messages = [text for category, text in caught if issubclass(category, ResourceWarning)]
-    # (the transport's socket may warn too)
-    assert [m for m in messages if m.startswith("unclosed transport")], messages
-
-    async def close_server():
-        server.close()
-        await server.wait_closed()
-
-    run(any_loop, close_server())
-
-
-def test_unix_repr_never_fails(any_loop, sock_path):
-    async def main():
-        async with unix_pair(any_loop, sock_path) as (tr, client, sproto, server):
-            reprs = [repr(tr), repr(sproto.transport), repr(server)]
-            tr.close()
-            reprs.append(repr(tr))
-            await client.lost
-            reprs.append(repr(tr))
-            return reprs
-
-    for r in run(any_loop, main()):
-        assert isinstance(r, str) and r

@@ -26,9 +26,11 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 from pathlib import Path
 
-from transport_support import HOST, MB
+import pytest
+from transport_support import HOST, MB, Recorder, wait_until
 
 SNI_NAME = "sni.ferroloop.test"
 CLIENT_CN = "ferroloop test client"
@@ -263,58 +265,7 @@ def _make_with_openssl(directory: Path) -> Certificates:
     return files
 
 
-# The protocol the TLS tests record with (test_tls.py, test_tls_edges.py).
-class Recorder(asyncio.Protocol):
-    """Records every callback in order ("data" coalesced); echoes if asked."""
-
-    def __init__(self, loop, echo=False):
-        self.loop = loop
-        self.echo = echo
-        self.events = []
-        self.data = bytearray()
-        self.transport = None
-        self.lost_calls = 0
-        self.lost_exc = None
-        self.made = loop.create_future()
-        self.lost = loop.create_future()
-        self._want = None
-
-    def connection_made(self, transport):
-        self.events.append("made")
-        self.transport = transport
-        self.made.set_result(transport)
-
-    def data_received(self, data):
-        assert data, "data_received with empty data"
-        if not self.events or self.events[-1] != "data":
-            self.events.append("data")
-        self.data += data
-        if self.echo:
-            self.transport.write(data)
-        want = self._want
-        if want is not None and len(self.data) >= want[0] and not want[1].done():
-            want[1].set_result(None)
-
-    def eof_received(self):
-        self.events.append("eof")
-
-    def connection_lost(self, exc):
-        self.events.append("lost")
-        self.lost_calls += 1
-        self.lost_exc = exc
-        if not self.lost.done():
-            self.lost.set_result(exc)
-
-    async def received(self, n, timeout=3.0):
-        """Wait until n bytes in all have been received."""
-        if len(self.data) < n:
-            fut = self.loop.create_future()
-            self._want = (n, fut)
-            await asyncio.wait_for(fut, timeout)
-        return bytes(self.data)
-
-
-# Hand-driven TLS peers (test_tls.py, test_tls_edges.py).
+# Hand-driven TLS peers (test_tls*.py).
 
 
 class RawTLS:
@@ -436,7 +387,137 @@ async def connected_raw_socket(loop, port, *, rcvbuf=None):
     return sock
 
 
+@contextlib.asynccontextmanager
+async def raw_tls_client(loop, port, certs, *, rcvbuf=None):
+    """A RawTLS client on a socket connected to HOST:port (closed on exit);
+    the handshake is the caller's to drive."""
+    sock = await connected_raw_socket(loop, port, rcvbuf=rcvbuf)
+    with sock:
+        yield RawTLS.client(loop, sock, certs)
+
+
 def listening_socket():
     lsock = socket.create_server((HOST, 0))
     lsock.setblocking(False)
     return lsock
+
+
+# --- TLS servers and connections (test_tls*.py) ------------------------------
+
+NEW_SSLPROTO = sys.version_info >= (3, 11)
+needs_311 = pytest.mark.skipif(
+    not NEW_SSLPROTO, reason="ssl_shutdown_timeout and StreamWriter.start_tls are 3.11+"
+)
+X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT = 18
+X509_V_ERR_HOSTNAME_MISMATCH = 62
+
+
+class Server:
+    """A create_server server (TLS if given a context) whose protocols are
+    all kept: Recorders, echoing unless echo=False, or factory()'s."""
+
+    def __init__(self, loop, factory=None, *, echo=True):
+        self.loop = loop
+        self.factory = factory or (lambda: Recorder(loop, echo=echo))
+        self.protocols = []
+        self.server = None
+
+    def _make(self):
+        proto = self.factory()
+        self.protocols.append(proto)
+        return proto
+
+    async def start(self, ssl_ctx=None, **kw):
+        self.server = await self.loop.create_server(self._make, HOST, 0, ssl=ssl_ctx, **kw)
+        return self
+
+    @property
+    def port(self):
+        return self.server.sockets[0].getsockname()[1]
+
+    def made(self):
+        return [p for p in self.protocols if p.transport is not None]
+
+    async def first(self):
+        """The first connection's protocol, once its connection is made."""
+        await wait_until(lambda: self.protocols and self.protocols[0].transport is not None)
+        return self.protocols[0]
+
+    async def close(self):
+        """Closes every connection gracefully, waits for their
+        connection_lost, then closes the server."""
+        for p in self.made():
+            if not p.transport.is_closing():
+                p.transport.close()
+        await asyncio.wait_for(
+            asyncio.gather(*(p.lost for p in self.made()), return_exceptions=True), 3
+        )
+        self.server.close()
+        await asyncio.wait_for(self.server.wait_closed(), 3)
+
+    async def abort(self):
+        """Aborts every connection still open, then closes the server."""
+        for p in self.protocols:
+            if p.transport is not None and not p.transport.is_closing():
+                p.transport.abort()
+        self.server.close()
+        await asyncio.wait_for(self.server.wait_closed(), 3)
+
+
+async def tls_client(loop, port, certs, **kw):
+    """A TLS client (a Recorder) of a test server on HOST:port, for
+    "localhost", with a fresh default client context."""
+    return await loop.create_connection(
+        lambda: Recorder(loop), HOST, port,
+        ssl=certs.client_context(), server_hostname="localhost", **kw,
+    )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def tls_pair(loop, server_ctx, client_ctx, *, server_hostname="localhost", **client_kw):
+    """A TLS server and one TLS client of it, both ends established.
+
+    Yields (client transport, client Recorder, server Recorder, Server);
+    closes both ends gracefully and waits for connection_lost on exit."""
+    srv = await Server(loop).start(server_ctx)
+    client = None
+    try:
+        transport, client = await loop.create_connection(
+            lambda: Recorder(loop),
+            HOST,
+            srv.port,
+            ssl=client_ctx,
+            server_hostname=server_hostname,
+            **client_kw,
+        )
+        await wait_until(lambda: srv.made())
+        yield transport, client, srv.made()[0], srv
+    finally:
+        if client is not None and not client.transport.is_closing():
+            client.transport.close()
+        if client is not None:
+            await asyncio.wait_for(client.lost, 3)
+        await srv.close()
+
+
+def plain_tls_pair(loop, certs, **client_kw):
+    """tls_pair with fresh default contexts."""
+    return tls_pair(loop, certs.server_context(), certs.client_context(), **client_kw)
+
+
+async def echo_once(transport, proto, payload=b"ping"):
+    before = len(proto.data)
+    transport.write(payload)
+    data = await proto.received(before + len(payload))
+    assert data[before:] == payload
+
+
+async def check_tls_echo(loop, certs):
+    """The loop still serves TLS: a fresh server and client, one echo, a
+    clean close on both ends."""
+    async with plain_tls_pair(loop, certs) as (tr, cl, sv, _):
+        await echo_once(tr, cl, b"still alive")
+        tr.close()
+        assert await asyncio.wait_for(cl.lost, 3) is None
+        assert await asyncio.wait_for(sv.lost, 3) is None
+    assert cl.lost_calls == sv.lost_calls == 1

@@ -11,23 +11,11 @@ the pytest-asyncio tests, with their own conftest.py.
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import warnings
 
 import pytest
-
-
-def _policy() -> asyncio.AbstractEventLoopPolicy:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return asyncio.get_event_loop_policy()
-
-
-def _set_policy(policy) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        asyncio.set_event_loop_policy(policy)
+from integ_support import get_policy as _policy
+from integ_support import set_policy as _set_policy
 
 
 def _current_loop(policy):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import warnings
 
 import ferroloop
 
@@ -51,3 +52,17 @@ async def serving(app):
         yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+def get_policy() -> asyncio.AbstractEventLoopPolicy:
+    """asyncio's event loop policy, without 3.14's DeprecationWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return asyncio.get_event_loop_policy()
+
+
+def set_policy(policy) -> None:
+    """Sets asyncio's event loop policy, without 3.14's DeprecationWarning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        asyncio.set_event_loop_policy(policy)

@@ -7,21 +7,10 @@ from __future__ import annotations
 import asyncio
 import sys
 import unittest
-import warnings
 
 import ferroloop
-
-
-def _get_policy():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return asyncio.get_event_loop_policy()
-
-
-def _set_policy(policy) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        asyncio.set_event_loop_policy(policy)
+from integ_support import get_policy as _get_policy
+from integ_support import set_policy as _set_policy
 
 
 class LoopChecks:
