@@ -1,7 +1,7 @@
 //! The loop's readiness poller: the OS backend that `sys::poll` chose
 //! (epoll on Linux), behind the `sys::poll::Selector` contract — level-
 //! triggered interest per fd, a bounded wait, and a waker any thread may
-//! call. `event_loop.rs` (and the transports, for the interest bits) use
+//! call. `event_loop/` (and the transports, for the interest bits) use
 //! this module and never name a backend.
 //!
 //! The tests below check the contract with real fds (pipes, an eventfd),

@@ -346,7 +346,7 @@ def test_child_outliving_its_loop_is_reaped(loop_kind):
     (ThreadedChildWatcher) reaps it when it exits, even while its Process
     object is kept; from 3.12 (PidfdChildWatcher) it stays a zombie until
     the Process is collected. Either way none is left after that. ferroloop
-    reaps it on every version (ferroloop/_unix.py: _close_child_pidfds)."""
+    reaps it on every version (ferroloop/_subprocess.py: _close_child_pidfds)."""
     reaped_while_kept = sys.version_info < (3, 12) or loop_kind == "ferroloop"
     loop = make_loop(loop_kind)
     try:

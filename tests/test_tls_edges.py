@@ -36,9 +36,7 @@ import asyncio
 import socket
 import ssl
 import sys
-from asyncio import base_events
 
-import ferroloop
 import pytest
 from tls_support import (
     RawTLS,
@@ -59,10 +57,6 @@ pytestmark = [
     # Nothing may hang: each test also runs under asyncio.wait_for (run()).
     pytest.mark.timeout(60),
 ]
-
-# ferroloop's loop.start_tls is asyncio's (base_events), which builds
-# asyncio's SSLProtocol rather than ferroloop._ssl.SSLProtocol.
-STOCK_START_TLS = ferroloop.Loop.start_tls is base_events.BaseEventLoop.start_tls
 
 
 # --- helpers ------------------------------------------------------------------
@@ -287,45 +281,7 @@ def test_b_start_tls_with_the_client_hello_already_waiting(any_loop, certs):
     assert handler_calls == []
 
 
-async def start_tls_with(
-    protocol_class, loop, transport, protocol, sslcontext, *, server_side=False
-):
-    """loop.start_tls's steps (asyncio's base_events), with the given
-    SSLProtocol class."""
-    waiter = loop.create_future()
-    ssl_protocol = protocol_class(
-        loop, protocol, sslcontext, waiter, server_side, None, call_connection_made=False
-    )
-    transport.pause_reading()
-    transport.set_protocol(ssl_protocol)
-    conmade_cb = loop.call_soon(ssl_protocol.connection_made, transport)
-    resume_cb = loop.call_soon(transport.resume_reading)
-    try:
-        await waiter
-    except BaseException:
-        transport.close()
-        conmade_cb.cancel()
-        resume_cb.cancel()
-        raise
-    return ssl_protocol._app_transport
-
-
-@pytest.mark.parametrize(
-    "upgrade",
-    [
-        pytest.param(
-            "loop.start_tls",
-            marks=pytest.mark.xfail(
-                STOCK_START_TLS,
-                strict=True,
-                reason="ferroloop's loop.start_tls is asyncio's (base_events): it builds "
-                "asyncio's SSLProtocol, not ferroloop._ssl.SSLProtocol",
-            ),
-        ),
-        "ferroloop._ssl.SSLProtocol",
-    ],
-)
-def test_b_start_tls_first_data_after_the_waiter_wakeup(loop, certs, upgrade):
+def test_b_start_tls_first_data_after_the_waiter_wakeup(loop, certs):
     """uvloop's test_first_data_after_wakeup: a server protocol upgrades its
     connection (start_tls, server side) as soon as it is made, keeps itself
     as the protocol, takes the TLS transport when start_tls returns, and
@@ -339,17 +295,8 @@ def test_b_start_tls_first_data_after_the_waiter_wakeup(loop, certs, upgrade):
     transport, and the client's TLS fails on it with
     ssl.SSLError(WRONG_VERSION_NUMBER).
 
-    "loop.start_tls" is the real thing; "ferroloop._ssl.SSLProtocol" takes
-    the same steps with ferroloop's TLS protocol (what loop.start_tls runs
-    once it builds ferroloop's class)."""
-    from ferroloop import _ssl
-
-    async def upgrade_fn(transport, protocol, ctx):
-        if upgrade == "loop.start_tls":
-            return await loop.start_tls(transport, protocol, ctx, server_side=True)
-        return await start_tls_with(
-            _ssl.SSLProtocol, loop, transport, protocol, ctx, server_side=True
-        )
+    ferroloop's loop.start_tls is asyncio's code building ferroloop's
+    SSLProtocol (ferroloop/_ssl.py), which defers that first read."""
 
     class UpgradingEcho(asyncio.Protocol):
         def __init__(self):
@@ -366,7 +313,9 @@ def test_b_start_tls_first_data_after_the_waiter_wakeup(loop, certs, upgrade):
             transport.pause_reading()  # the upgrade reads the ClientHello
 
             async def upgrade():
-                self.tr = await upgrade_fn(transport, self, certs.server_context())
+                self.tr = await loop.start_tls(
+                    transport, self, certs.server_context(), server_side=True
+                )
                 self.transports.append(self.tr)
 
             loop.create_task(upgrade())

@@ -120,15 +120,25 @@ BORROWED: list[Borrowed] = [
         "self protocol_factory conn extra sslcontext server ssl_handshake_timeout "
         "ssl_shutdown_timeout context",
     ),
-    _o(f"{_SEL}._add_reader", "src/event_loop.rs", "fd readiness", "self fd callback args context"),
-    _o(f"{_SEL}._add_writer", "src/event_loop.rs", "fd readiness", "self fd callback args context"),
-    _o(f"{_SEL}._remove_reader", "src/event_loop.rs", "fd readiness", "self fd"),
-    _o(f"{_SEL}._remove_writer", "src/event_loop.rs", "fd readiness", "self fd"),
-    _o(f"{_SEL}._write_to_self", "src/event_loop.rs", "wakes the poller", "self"),
+    _o(
+        f"{_SEL}._add_reader",
+        "src/event_loop/io_watch.rs",
+        "fd readiness",
+        "self fd callback args context",
+    ),
+    _o(
+        f"{_SEL}._add_writer",
+        "src/event_loop/io_watch.rs",
+        "fd readiness",
+        "self fd callback args context",
+    ),
+    _o(f"{_SEL}._remove_reader", "src/event_loop/io_watch.rs", "fd readiness", "self fd"),
+    _o(f"{_SEL}._remove_writer", "src/event_loop/io_watch.rs", "fd readiness", "self fd"),
+    _o(f"{_SEL}._write_to_self", "src/event_loop/mod.rs", "wakes the poller", "self"),
     _o(f"{_BASE}._add_callback", "_loop.py", "asyncio's signal path", "self handle"),
     _o(
         f"{_BASE}.create_task",
-        "src/event_loop.rs",
+        "src/event_loop/tasks.rs",
         "native Task creation; other keywords go to asyncio's",
         "self coro name context kwargs",
     ),
@@ -142,7 +152,7 @@ BORROWED: list[Borrowed] = [
     *_attrs(
         _BASE,
         "_stopping _closed _task_factory _debug _thread_id",
-        "src/event_loop.rs",
+        "src/event_loop/mod.rs",
         "state the core owns (properties); _thread_id: run_forever before 3.13",
     ),
     *_attrs(
@@ -154,10 +164,15 @@ BORROWED: list[Borrowed] = [
     # -- asyncio code ferroloop calls -------------------------------------
     _c(f"{_BASE}._check_closed", "_loop.py", "asyncio's error", "self"),
     _c(f"{_BASE}._check_running", "_loop.py", "run_forever before 3.13", "self"),
-    _c(f"{_BASE}._check_thread", "src/event_loop.rs", "debug mode's thread check", "self"),
+    _c(
+        f"{_BASE}._check_thread",
+        "src/event_loop/scheduling.rs",
+        "debug mode's thread check",
+        "self",
+    ),
     _c(
         f"{_BASE}._check_callback",
-        "src/event_loop.rs, _loop.py",
+        "src/event_loop/scheduling.rs, _loop.py",
         "asyncio's callback checks and messages",
         "self callback method",
     ),

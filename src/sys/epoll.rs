@@ -1,6 +1,6 @@
 //! Linux's `Selector`: a level-triggered epoll set plus an eventfd waker.
 //! Owns only file-descriptor bookkeeping in the kernel; which Python
-//! callback belongs to which fd lives in `event_loop.rs`.
+//! callback belongs to which fd lives in `event_loop/fd_table.rs`.
 //!
 //! Level-triggered on purpose: asyncio's `add_reader` contract is "call me
 //! while the fd is readable", so a callback that does not drain the fd must

@@ -23,7 +23,7 @@ pub struct Ready {
 
 /// A level-triggered readiness poller with a cross-thread waker.
 ///
-/// The contract (what `event_loop.rs` relies on; the tests in
+/// The contract (what `event_loop/` relies on; the tests in
 /// `crate::poller` check it against the backend in use):
 ///
 /// - **Level-triggered.** asyncio's `add_reader` means "call me while the
