@@ -13,7 +13,7 @@
 //!   which the transport keeps as `_python_sendto`.
 //!
 //! Buffering, flow control and close are asyncio's own
-//! `_SelectorDatagramTransport`, which `ferroloop._transports.DatagramTransport`
+//! `_SelectorDatagramTransport`, which `ferroloop._datagram.DatagramTransport`
 //! extends; this core reads the transport's `_conn_lost`, `_buffer`,
 //! `_address` and `_protocol` as asyncio's methods do.
 
@@ -35,7 +35,7 @@ use crate::sys::sockaddr::{Peer, SockAddr, SockAddrStorage, AF_INET, AF_INET6};
 
 #[pyclass(frozen, module = "ferroloop._ferroloop")]
 pub struct DatagramCore {
-    /// The Python transport (`ferroloop._transports.DatagramTransport`).
+    /// The Python transport (`ferroloop._datagram.DatagramTransport`).
     transport: Py<PyAny>,
     fd: RawFd,
     family: c_int,

@@ -10,7 +10,7 @@
 //! write end's write side is src/write_side.rs's, over a `PipeSink`
 //! (`write` / `writev`).
 //!
-//! The objects users see are `ferroloop._unix.ReadPipeTransport` /
+//! The objects users see are `ferroloop._pipe.ReadPipeTransport` /
 //! `WritePipeTransport` (`asyncio.ReadTransport` / `WriteTransport`), which
 //! keep construction (the file-kind checks), `repr`, `__del__`,
 //! `_fatal_error`'s reporting and closing the pipe.
@@ -413,6 +413,7 @@ impl WriteEnd for WritePipeCore {
         count_close: false,
         resume_on_progress: false,
         close_stops_reader: false,
+        close_removes_writer: false,
         writelines_empty_by_bytes: true,
         join_type_errors: true,
     };
@@ -579,7 +580,7 @@ impl WritePipeCore {
     }
 
     /// The marks, already checked and floored by the Python transport
-    /// (`ferroloop._transports.write_buffer_limits`, asyncio's rule).
+    /// (`ferroloop._transport_common.WriteBufferLimits`, asyncio's rule).
     fn set_write_buffer_limits(&self, py: Python<'_>, high: usize, low: usize) -> PyResult<()> {
         self.set_write_limits(py, high, low)
     }

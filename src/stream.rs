@@ -8,7 +8,7 @@
 //! is src/write_side.rs's, over a `SocketSink` (`send` / `sendmsg`); what is
 //! the socket's own here is reading, `write_eof` and `sendfile`'s waiter.
 //!
-//! The object users see is `ferroloop._transports.SocketTransport`, an
+//! The object users see is `ferroloop._stream.SocketTransport`, an
 //! `asyncio.Transport` subclass that owns one `StreamCore`. That Python
 //! object keeps what is rare and version-specific (construction, `repr`,
 //! `get_extra_info`, the `Server` bookkeeping, `_fatal_error`'s reporting,
@@ -259,6 +259,7 @@ impl WriteEnd for StreamCore {
         count_close: true,
         resume_on_progress: true,
         close_stops_reader: true,
+        close_removes_writer: true,
         writelines_empty_by_bytes: false,
         join_type_errors: false,
     };
@@ -493,7 +494,7 @@ impl StreamCore {
     }
 
     /// The marks, already checked and floored by the Python transport
-    /// (`ferroloop._transports.write_buffer_limits`, asyncio's rule).
+    /// (`ferroloop._transport_common.WriteBufferLimits`, asyncio's rule).
     fn set_write_buffer_limits(&self, py: Python<'_>, high: usize, low: usize) -> PyResult<()> {
         self.set_write_limits(py, high, low)
     }

@@ -77,6 +77,10 @@ pub(crate) struct WriteRules {
     /// `close()` stops reading (the socket). A write pipe's reader only
     /// watches for the peer closing, until the connection is lost.
     pub(crate) close_stops_reader: bool,
+    /// Closing with nothing buffered also removes the fd's writer (the
+    /// socket's `close()`); a pipe's `write_eof()` leaves it (none of its
+    /// own is registered then, and another may be: asyncio's rule).
+    pub(crate) close_removes_writer: bool,
     /// `writelines()` has nothing to write when it has no bytes (the
     /// pipe's `b"".join`), not only when it has no items (the socket's).
     pub(crate) writelines_empty_by_bytes: bool,
@@ -133,7 +137,7 @@ impl FlowControl {
     }
 
     /// The marks, already checked and floored by the Python transport
-    /// (`ferroloop._transports.WriteBufferLimits`, asyncio's rule).
+    /// (`ferroloop._transport_common.WriteBufferLimits`, asyncio's rule).
     pub(crate) fn set_limits(&mut self, high: usize, low: usize) {
         self.high_water = high;
         self.low_water = low;
@@ -601,7 +605,9 @@ pub(crate) trait WriteEnd: PyClass<Frozen = True> + Sync + Sized {
         if !lost_now {
             return Ok(());
         }
-        this.unwatch(py, WRITABLE)?;
+        if Self::RULES.close_removes_writer {
+            this.unwatch(py, WRITABLE)?;
+        }
         schedule_connection_lost(
             this.core_loop().bind(py),
             this.transport(py),

@@ -153,9 +153,10 @@ def test_entries_are_well_formed() -> None:
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 keeps asyncio's TLS layer")
 def test_start_tls_builds_ferroloops_ssl_protocol() -> None:
-    """ferroloop's loop.start_tls is asyncio's code with its global `sslproto`
-    rebound (ferroloop/_ssl.py): that works while asyncio's start_tls builds
-    `sslproto.SSLProtocol` by that global name."""
+    """ferroloop's loop.start_tls runs asyncio's start_tls code with its global
+    `sslproto` rebound (ferroloop/_ssl.py): that works while asyncio's
+    start_tls builds `sslproto.SSLProtocol` by that global name.
+    (test_tls_edges.py's first-data test shows the class it builds.)"""
     from asyncio import base_events
 
     from ferroloop import _ssl
@@ -163,5 +164,25 @@ def test_start_tls_builds_ferroloops_ssl_protocol() -> None:
     code = base_events.BaseEventLoop.start_tls.__code__
     assert "sslproto" in code.co_names and "SSLProtocol" in code.co_names
     assert ferroloop.Loop.start_tls is _ssl.start_tls
-    assert _ssl.start_tls.__code__ is code
-    assert _ssl.start_tls.__globals__["sslproto"].SSLProtocol is _ssl.SSLProtocol
+    assert inspect.signature(_ssl.start_tls) == inspect.signature(
+        base_events.BaseEventLoop.start_tls
+    )
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 keeps asyncio's TLS layer")
+def test_start_tls_sees_asyncio_globals_as_they_are_at_the_call(monkeypatch) -> None:
+    """asyncio's start_tls looks its module's globals up when it runs (a test
+    patching `base_events.ssl` away gets its RuntimeError); so does ferroloop's."""
+    import asyncio
+    import ssl
+    from asyncio import base_events
+
+    monkeypatch.setattr(base_events, "ssl", None)
+    loop = ferroloop.new_event_loop()
+    try:
+        with pytest.raises(RuntimeError, match="ssl module is not available"):
+            loop.run_until_complete(
+                loop.start_tls(None, asyncio.Protocol(), ssl.create_default_context())
+            )
+    finally:
+        loop.close()

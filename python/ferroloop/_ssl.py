@@ -43,13 +43,14 @@ uvloop's TLS layer (which asyncio's was ported from) does:
   connection_made) delivers its first data after the waiter's callbacks,
   so that the code awaiting start_tls has the new transport first.
 
-`start_tls` is the loop's `start_tls`: asyncio's own function (its code, as
-the running CPython has it), run with `sslproto.SSLProtocol` meaning this
-module's class.
+`start_tls` is the loop's `start_tls`: asyncio's own function (its code and
+globals, as the running CPython has them at the call), run with
+`sslproto.SSLProtocol` meaning this module's class.
 """
 
 from __future__ import annotations
 
+import inspect
 import ssl
 import sys
 import types
@@ -466,27 +467,28 @@ class _SSLProtoWithOurProtocol:
         return getattr(sslproto, name)
 
 
-def _asyncio_code_with_our_ssl_protocol(func):
-    """asyncio's `func` with the same code, defaults and names, whose global
-    `sslproto` is `_SSLProtoWithOurProtocol`: the steps stay the running
-    CPython's (3.14 moves a StreamReader's buffered bytes, for one), only
-    the class it builds changes."""
-    assert not func.__code__.co_freevars, func  # no closure to carry over
+async def _start_tls(self, *args, **kwargs):
+    """asyncio's `BaseEventLoop.start_tls` as it is now (its code, its module's
+    globals looked up at this call), with `sslproto` meaning
+    `_SSLProtoWithOurProtocol`: the steps stay the running CPython's (3.14
+    moves a StreamReader's buffered bytes, for one), only the class it
+    builds changes. Something other than a plain function there (a wrapper
+    put in by someone else) is called as it is."""
+    func = base_events.BaseEventLoop.start_tls
+    if type(func) is not types.FunctionType:
+        return await func(self, *args, **kwargs)
     module_globals = dict(func.__globals__)
-    module_globals["sslproto"] = _SSLProtoWithOurProtocol()
+    module_globals["sslproto"] = _SSLPROTO
     ours = types.FunctionType(
         func.__code__, module_globals, func.__name__, func.__defaults__, func.__closure__
     )
     ours.__kwdefaults__ = func.__kwdefaults__
-    ours.__qualname__ = func.__qualname__
-    ours.__doc__ = func.__doc__
-    ours.__module__ = __name__
-    return ours
+    return await ours(self, *args, **kwargs)
 
+
+_SSLPROTO = _SSLProtoWithOurProtocol()
+_start_tls.__signature__ = inspect.signature(base_events.BaseEventLoop.start_tls)
+_start_tls.__doc__ = base_events.BaseEventLoop.start_tls.__doc__
 
 # 3.10 keeps asyncio's TLS layer, and its start_tls.
-start_tls = (
-    None
-    if SSLProtocol is sslproto.SSLProtocol
-    else _asyncio_code_with_our_ssl_protocol(base_events.BaseEventLoop.start_tls)
-)
+start_tls = None if SSLProtocol is sslproto.SSLProtocol else _start_tls
