@@ -3,12 +3,18 @@
 //! `net`: "would block" is `Ok(None)`, `EINTR` is retried.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
+#[cfg(test)]
+use std::os::fd::{FromRawFd, OwnedFd};
 
-use super::{cvt, retry_syscall, IoVec, IOV_MAX};
+#[cfg(test)]
+use super::cvt;
+use super::{retry_syscall, IoVec, IOV_MAX};
 
-/// A non-blocking, close-on-exec pipe: (read end, write end).
-pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A non-blocking, close-on-exec pipe: (read end, write end). For tests:
+/// the transports get their pipes from Python.
+#[cfg(test)]
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two fds into the array, ours from then on.
     unsafe {
