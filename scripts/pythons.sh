@@ -35,14 +35,38 @@ _debian_root_ready=""
 debian_root() { # set the Debian root up once (~1 min the first time); false if it cannot be
   if [ -z "$_debian_root_ready" ]; then
     _debian_root_ready=no
+    local log="$root/.venvs/debian-python-setup.log" droot
     if [ -f "$DEBIAN_PYTHON" ] && [ "$(id -u)" = 0 ] &&
-      bash "$DEBIAN_PYTHON" setup >/dev/null 2>"$root/.venvs/debian-python-setup.log"; then
+      droot=$(bash "$DEBIAN_PYTHON" setup 2>"$log") && unstale_checkout_mount "$droot" 2>>"$log"; then
       _debian_root_ready=yes
     elif [ -f "$DEBIAN_PYTHON" ]; then
       echo "== the Debian root for 3.14/3.15 could not be set up (root needed; see .venvs/debian-python-setup.log)" >&2
     fi
   fi
   [ "$_debian_root_ready" = yes ]
+}
+
+unstale_checkout_mount() { # $1 = the Debian root: make it see this checkout
+  # A checkout outside /work, /tmp, /root and /home is bind-mounted into the
+  # root on first use, and the mount outlives the checkout: a machine that
+  # deletes a checkout and clones a new one at the same path (as CI does)
+  # leaves the root showing the deleted directory, where nothing can be
+  # created. A probe file written here must be visible through the root.
+  local droot=$1 probe tries top
+  top=$(git -C "$root" rev-parse --show-toplevel 2>/dev/null || echo "$root")
+  probe=$(mktemp "$root/.venvs/.debian-probe.XXXXXX")
+  for tries in 1 2 3; do
+    if [ -e "$droot$probe" ]; then
+      rm -f "$probe"
+      return 0
+    fi
+    echo "the Debian root shows an older directory at $top: mounting this checkout again" >&2
+    if mountpoint -q "$droot$top"; then umount -l "$droot$top"; fi
+    (cd "$root" && bash "$DEBIAN_PYTHON" setup >/dev/null)
+  done
+  rm -f "$probe"
+  echo "the Debian root does not show $root" >&2
+  return 1
 }
 
 find_python() { # $1 = "3.X" or "3.Xt": print the interpreter, if any
