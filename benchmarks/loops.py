@@ -25,8 +25,11 @@ LOOPS = {  # name -> module with new_event_loop()
     "asyncio": "asyncio",
     "uvloop": "uvloop",
     "rloop": "rloop",
+    "rsloop": "rsloop",  # optional: wheels only (its source build needs nightly Rust)
+    "zuvloop": "zuvloop",  # optional: wheels for CPython 3.14+ only
     "ferroloop": "ferroloop",
 }
+OPTIONAL = ("rsloop", "zuvloop")  # the suite installs these from wheels when it can
 BASE = "ferroloop-base"  # the older ferroloop of --baseline DIR
 CEILING = "ceiling"  # the pure-Rust servers (echo/rust), measured like a loop
 _base_dir: str | None = None

@@ -18,6 +18,7 @@ REFERENCE, COMPARED, STOCK = "ferroloop", "uvloop", "asyncio"
 SECTIONS = ("internals", "echo", "tls", "http")
 GOAL_GEOMEAN, GOAL_CEILING = 1.3, 0.85  # issue #7
 GOAL_LINE = "echo/protocol 1KiB c16"  # the line whose share of the ceiling is a goal
+TIE = 0.05  # within 5% of the best other loop counts as a tie (issue #20)
 SATURATED = 0.9  # busy fraction of a core above which the client's side is saturated
 DISTURBED = 0.15  # cores taken by other processes or the hypervisor: flag the run
 CPU_FIGURES = {  # result key -> column title; see echo/cpustat.py
@@ -123,12 +124,22 @@ def summarize(results: list[dict], loops: list[str], plan: list) -> dict:
             }
         for other in (COMPARED, STOCK, *[BASE] * (BASE in loops)):
             entry[f"{REFERENCE}/{other}"] = ratio(entry["loops"], REFERENCE, other)
+        best = best_peer(entry["loops"])
+        if best:
+            entry["best_peer"] = best
+            entry[f"{REFERENCE}/best"] = ratio(entry["loops"], REFERENCE, best)
         ceiling = entry.get("ceiling", {})
         reference = entry["loops"].get(REFERENCE, {})
         if ceiling.get("ok") and reference.get("ok"):
             entry[f"{REFERENCE}/ceiling"] = reference["median"] / ceiling["median"]
         lines.append(entry)
     return {"lines": lines, **headline(lines)}
+
+
+def best_peer(cells: dict) -> str | None:
+    """The fastest loop of a line other than ferroloop (and its --baseline build)."""
+    peers = {n: c["median"] for n, c in cells.items() if n not in (REFERENCE, BASE) and c.get("ok")}
+    return max(peers, key=peers.get) if peers else None
 
 
 def ratio(cells: dict, reference: str, other: str) -> float | None:
@@ -154,6 +165,15 @@ def headline(lines: list[dict]) -> dict:
     }
     if ratios:
         out["geomean"] = geomean(value for _, value in ratios)
+    # Against the fastest other loop of each line (a tie: within TIE).
+    best = [
+        (e["line"], e[f"{REFERENCE}/best"], e["best_peer"])
+        for e in lines
+        if e.get(f"{REFERENCE}/best") is not None
+    ]
+    if best:
+        out["best_geomean"] = [geomean(value for _, value, _ in best), len(best)]
+        out["behind_best"] = [list(x) for x in best if x[1] < 1 - TIE]
     # Before/after: the current ferroloop over the --baseline build.
     base_key = f"{REFERENCE}/{BASE}"
     base = [(e["line"], e[base_key]) for e in lines if e.get(base_key) is not None]
@@ -219,6 +239,9 @@ def format_table(summary: dict, loops: list[str]) -> str:
     with_ceiling = any("ceiling" in entry for entry in summary["lines"])
     header = ["workload", *loops, *["ceiling"] * with_ceiling]
     header += [f"{REFERENCE}/{o}" for o in ratios]
+    with_best = any(entry.get(f"{REFERENCE}/best") is not None for entry in summary["lines"])
+    with_best = with_best and len([name for name in loops if name not in (REFERENCE, BASE)]) > 1
+    header += [f"{REFERENCE}/best other"] * with_best
     header += [f"{REFERENCE}/ceiling"] * (with_ceiling and REFERENCE in loops)
     latency = [name for name in (COMPARED, REFERENCE) if name in loops]
     with_p99 = any("p99_us" in entry for entry in summary["lines"])
@@ -232,6 +255,9 @@ def format_table(summary: dict, loops: list[str]) -> str:
         for other in ratios:
             value = entry[f"{REFERENCE}/{other}"]
             row.append(f"{value:.2f}x" if value is not None else "n/a")
+        if with_best:
+            value = entry.get(f"{REFERENCE}/best")
+            row.append(f"{value:.2f}x ({entry['best_peer']})" if value is not None else "n/a")
         if with_ceiling and REFERENCE in loops:
             share = entry.get(f"{REFERENCE}/ceiling")
             row.append(f"{share:.0%}" if share is not None else "")
@@ -253,6 +279,18 @@ def format_headline(summary: dict, loops: list[str]) -> str:
             f"{REFERENCE}/{BASE} (this build over the --baseline one) geometric mean over "
             f"{count} lines: {value:.3f}x; lines below 1.0x: {len(below)}"
             + (": " + ", ".join(f"{label} {v:.3f}x" for label, v in below) if below else "")
+        )
+    if "best_geomean" in summary and len([n for n in loops if n not in (REFERENCE, BASE)]) > 1:
+        value, count = summary["best_geomean"]
+        behind = summary["behind_best"]
+        out.append(
+            f"{REFERENCE} over the best other loop of each line, geometric mean over {count} "
+            f"lines: {value:.3f}x; behind it by more than {TIE:.0%}: {len(behind)}"
+            + (
+                ": " + ", ".join(f"{label} {v:.2f}x ({who})" for label, v, who in behind)
+                if behind
+                else ""
+            )
         )
     if REFERENCE not in loops or COMPARED not in loops:
         out.append(f"(no {REFERENCE}/{COMPARED} summary: both loops are needed)")
@@ -365,7 +403,8 @@ LEGEND = (
     "some round (client-bound: a lower bound for the server); ~ = other processes or steal\n"
     "took over 0.15 cores in some round; ! = some rounds failed. Ratios: ratio of medians,\n"
     "> 1 means ferroloop is faster (ferroloop/ferroloop-base, with --baseline: this build\n"
-    "over the older one). p99: median over rounds of each run's 99th percentile latency\n"
+    "over the older one; ferroloop/best other: over the fastest other loop of that line,\n"
+    "named). p99: median over rounds of each run's 99th percentile latency\n"
     "(every loop's in the JSON)."
 )
 
@@ -476,7 +515,13 @@ def plot(summary: dict, loops: list[str], path: str, title: str) -> str:
     entries = [e for e in summary["lines"] if e["loops"].get(base, {}).get("ok")]
     if not entries:
         return f"plot skipped: no line has a result for {base}"
-    colors = {"asyncio": "#9e9e9e", "uvloop": "#1f77b4", "rloop": "#ff7f0e"}
+    colors = {
+        "asyncio": "#9e9e9e",
+        "uvloop": "#1f77b4",
+        "rloop": "#ff7f0e",
+        "rsloop": "#9467bd",
+        "zuvloop": "#8c564b",
+    }
     colors.update({"ferroloop": "#d62728", BASE: "#f7a1a1", "ceiling": "#2ca02c"})
     height = 0.8 / len(shown)
     fig, ax = plt.subplots(figsize=(10, 1.5 + 0.16 * len(entries) * len(shown)))

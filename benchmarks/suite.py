@@ -67,7 +67,7 @@ from measure import measure as echo_measure
 from report import format_headline, format_table, si, size_label, summarize
 from servers import MODES as ECHO_MODES
 
-LOOPS = tuple(registry.LOOPS)  # asyncio, uvloop, rloop, ferroloop
+LOOPS = tuple(registry.LOOPS)  # asyncio, uvloop, rloop, rsloop, zuvloop, ferroloop
 GOAL_LINE = report.GOAL_LINE  # echo/protocol 1KiB c16, whose share of the ceiling is a goal
 KIB = 1024
 RESULTS = HERE / "results"  # default place of the JSON and the plot (git-ignored)
@@ -275,6 +275,23 @@ def progress(text: str) -> None:
 # ------------------------------------------------------------------------------- main
 
 
+def install_optional(wanted: list[str]) -> None:
+    """pip-install the optional loops that are wanted and missing, from wheels only
+    (rsloop's source build needs a nightly Rust; zuvloop has wheels for 3.14+ only).
+    One that cannot be installed is skipped later, with locate's note."""
+    for name in wanted:
+        if name not in registry.OPTIONAL or "error" not in registry.locate(name):
+            continue
+        progress(f"{name}: installing from a wheel (pip install --only-binary :all: {name})")
+        command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+        proc = subprocess.run(
+            [*command, "--only-binary", ":all:", name], check=False, capture_output=True, text=True
+        )
+        if proc.returncode:
+            why = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
+            progress(f"note: {name} has no wheel for this Python and platform ({why})")
+
+
 def locate_loops(wanted: list[str]) -> dict[str, dict]:
     """{loop: {file, version}} of the loops a child can import (the others are
     skipped with a note); exits when the baseline does not import from its
@@ -379,6 +396,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     add("--quick", action="store_true", help="a subset, 2 rounds, short runs")
     add("--rounds", type=int, help="rounds (default 3, or 2 with --quick)")
     add("--loops", default=",".join(LOOPS), help="comma-separated loops")
+    add(
+        "--no-install",
+        action="store_true",
+        help=f"do not try to install the optional loops ({', '.join(registry.OPTIONAL)}) from wheels",
+    )
     add("--workloads", help="comma-separated sections/lines (see --list)")
     add("--list", action="store_true", help="print the plan's lines and exit")
     add(
@@ -466,6 +488,8 @@ def main(argv=None) -> int:
         return 0
     if missing_tls:
         progress(f"note: tls section skipped: {missing_tls}")
+    if not args.no_install:
+        install_optional(args.loops)
     located = locate_loops(args.loops)
     loops = list(located)
     if not loops:

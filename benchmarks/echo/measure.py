@@ -28,7 +28,9 @@ import cpustat
 import loops
 
 MANIFEST = HERE / "rust" / "Cargo.toml"
-BIN_DIR = HERE / "rust" / "target" / "release"
+# Where cargo puts them: CARGO_TARGET_DIR when set (scripts/bench sets one for the
+# Debian root, whose binaries need a newer glibc than this machine's).
+BIN_DIR = Path(os.environ.get("CARGO_TARGET_DIR") or HERE / "rust" / "target").resolve() / "release"
 SERVERS = HERE / "servers.py"
 CEILING = loops.CEILING  # the pure-Rust echo-server, measured like a loop
 READY_TIMEOUT = 30.0
