@@ -304,3 +304,44 @@ def test_cancelled_sock_recv_into_lets_go_of_the_buffer(any_loop):
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("operation", ["sock_recv", "sock_recv_into", "sock_accept"])
+def test_closing_a_socket_under_a_pending_sock_call(any_loop, operation):
+    """Closing a socket while a sock_* call waits on it: Linux reports
+    nothing for a closed fd, so the call stays pending, as on stock asyncio
+    (and uvloop 0.23: measured for issue #19); cancelling it then ends it
+    cleanly, and the loop goes on serving other sockets."""
+    if operation == "sock_accept":
+        sock = socket.create_server(("127.0.0.1", 0))
+        peer = None
+    else:
+        sock, peer = socket.socketpair()
+    sock.setblocking(False)
+    call = {
+        "sock_recv": lambda: any_loop.sock_recv(sock, 16),
+        "sock_recv_into": lambda: any_loop.sock_recv_into(sock, bytearray(16)),
+        "sock_accept": lambda: any_loop.sock_accept(sock),
+    }[operation]
+
+    async def main():
+        task = any_loop.create_task(call())
+        await asyncio.sleep(0.01)
+        sock.close()
+        done, _ = await asyncio.wait([task], timeout=0.1)
+        assert not done  # still pending: the kernel said nothing
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        a, b = socket.socketpair()
+        with a, b:
+            a.setblocking(False)
+            b.send(b"still serving")
+            assert await any_loop.sock_recv(a, 64) == b"still serving"
+
+    try:
+        any_loop.run_until_complete(main())
+    finally:
+        sock.close()
+        if peer is not None:
+            peer.close()
