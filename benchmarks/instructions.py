@@ -3,6 +3,7 @@
     python benchmarks/instructions.py                      # the default workloads, every loop
     python benchmarks/instructions.py --loops zuvloop,ferroloop --workloads call_soon
     python benchmarks/instructions.py --annotate ferroloop:future_pingpong   # where they go
+    python benchmarks/instructions.py --loops ferroloop --baseline DIR   # before/after
 
 Timings on a shared 2-core VM move by 10-30% from run to run; instruction counts do
 not. For each (loop, workload) this runs loop_internals.py's workload twice under
@@ -92,7 +93,16 @@ def main(argv=None) -> int:
     parser.add_argument("--annotate", metavar="LOOP:WORKLOAD")
     parser.add_argument("--keep", metavar="FILE", help="--annotate: keep the callgrind file here")
     parser.add_argument("--json", help="write the counts here")
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help=f"also count the ferroloop installed in DIR (pip install --target), as {loops.BASE}",
+    )
     args = parser.parse_args(argv)
+    if args.baseline:
+        loops.set_baseline(args.baseline)
+        if loops.BASE not in args.loops.split(","):
+            args.loops += f",{loops.BASE}"
     if args.annotate:
         loop_name, workload = args.annotate.split(":")
         annotate(loop_name, workload, args.ops, args.keep)

@@ -10,14 +10,20 @@
 //! `(callback, *args, context=None)`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::panic::PanicException;
 use pyo3::prelude::*;
-use pyo3::types::{PyString, PyTuple, PyType};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyTuple, PyType};
 
 use crate::event_loop::CoreLoop;
+
+/// The first `"context"` keyword name seen that is not the interned one:
+/// the C Task's and Future's (see `schedule`).
+static TASK_CONTEXT_NAME: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Parse `(callback, *args, context=None)` from a vectorcall and schedule.
 ///
@@ -41,18 +47,32 @@ unsafe fn schedule(
     let nargs = ffi::PyVectorcall_NARGS(nargsf as usize);
     let mut context = None;
     if !kwnames.is_null() {
-        let names = Bound::from_borrowed_ptr(py, kwnames).cast_into_unchecked::<PyTuple>();
-        for (i, name) in names.iter().enumerate() {
-            let name = name.cast_into::<PyString>()?;
-            if name.to_cow()? != "context" {
+        let context_name = pyo3::intern!(py, "context").as_ptr();
+        let task_context_name = TASK_CONTEXT_NAME
+            .get(py)
+            .map_or(ptr::null_mut(), Py::as_ptr);
+        for i in 0..ffi::PyTuple_GET_SIZE(kwnames) {
+            let name = ffi::PyTuple_GET_ITEM(kwnames, i);
+            // Python call sites pass interned names (the same object as
+            // ours); the C Task and Future pass a string of their own, the
+            // same one every time: after one comparison, it is known by its
+            // address (kept alive here, so that no other object takes it).
+            let is_context = name == context_name
+                || name == task_context_name
+                || (ffi::PyUnicode_Check(name) != 0
+                    && ffi::PyUnicode_CompareWithASCIIString(name, c"context".as_ptr()) == 0
+                    && {
+                        let _ =
+                            TASK_CONTEXT_NAME.set(py, Bound::from_borrowed_ptr(py, name).unbind());
+                        true
+                    });
+            if !is_context {
+                let name = Bound::from_borrowed_ptr(py, name);
                 return Err(PyTypeError::new_err(format!(
                     "{method}() got an unexpected keyword argument '{name}'"
                 )));
             }
-            context = Some(Bound::from_borrowed_ptr(
-                py,
-                *args.offset(nargs + i as isize),
-            ));
+            context = Some(Bound::from_borrowed_ptr(py, *args.offset(nargs + i)));
         }
     }
     if nargs < 1 {
@@ -65,7 +85,15 @@ unsafe fn schedule(
     let cb_args = if rest.is_empty() {
         PyTuple::empty(py)
     } else {
-        PyTuple::new(py, rest.iter().map(|&p| Bound::from_borrowed_ptr(py, p)))?
+        // Filled directly: PyO3's iterator-based constructor checks the
+        // iterator's length as it goes, on every done callback.
+        let tuple =
+            Bound::from_owned_ptr_or_err(py, ffi::PyTuple_New(rest.len() as ffi::Py_ssize_t))?;
+        for (i, &item) in rest.iter().enumerate() {
+            ffi::Py_INCREF(item);
+            ffi::PyTuple_SET_ITEM(tuple.as_ptr(), i as ffi::Py_ssize_t, item);
+        }
+        tuple.cast_into_unchecked::<PyTuple>()
     };
     let slf = Bound::from_borrowed_ptr(py, slf).cast_into_unchecked::<CoreLoop>();
     CoreLoop::schedule_soon(&slf, callback, cb_args, context, threadsafe).map(Py::into_any)

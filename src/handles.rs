@@ -165,12 +165,7 @@ impl Handle {
             if ffi::PyContext_Enter(ctx) < 0 {
                 std::ptr::null_mut()
             } else {
-                let args = args.as_ptr();
-                let res = if ffi::PyTuple_GET_SIZE(args) == 0 {
-                    ffi::PyObject_CallNoArgs(func.as_ptr())
-                } else {
-                    ffi::PyObject_Call(func.as_ptr(), args, std::ptr::null_mut())
-                };
+                let res = call_with_tuple(func.as_ptr(), args.as_ptr());
                 if ffi::PyContext_Exit(ctx) < 0 && !res.is_null() {
                     ffi::Py_DECREF(res);
                     std::ptr::null_mut()
@@ -192,6 +187,39 @@ impl Handle {
         glue(py, "report_callback_error")?.call1((loop_, slf, err.into_value(py)))?;
         Ok(())
     }
+}
+
+/// `func(*args)`. Up to `VECTORCALL_MAX` arguments go by vectorcall from
+/// a stack array: `PyObject_Call` would unpack the tuple into one on the
+/// heap path (the C Task's wake-ups and done callbacks take one argument).
+///
+/// # Safety
+/// `func` and `args` (a tuple) are live; the thread is attached.
+#[inline(always)]
+unsafe fn call_with_tuple(
+    func: *mut ffi::PyObject,
+    args: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    const VECTORCALL_MAX: usize = 4;
+    let n = ffi::PyTuple_GET_SIZE(args) as usize;
+    if n == 0 {
+        return ffi::PyObject_CallNoArgs(func);
+    }
+    if n > VECTORCALL_MAX {
+        return ffi::PyObject_Call(func, args, std::ptr::null_mut());
+    }
+    // Slot 0 is free for the callee (PY_VECTORCALL_ARGUMENTS_OFFSET); the
+    // tuple keeps the items alive for the call.
+    let mut stack = [std::ptr::null_mut(); VECTORCALL_MAX + 1];
+    for (i, slot) in stack[1..=n].iter_mut().enumerate() {
+        *slot = ffi::PyTuple_GET_ITEM(args, i as ffi::Py_ssize_t);
+    }
+    ffi::PyObject_Vectorcall(
+        func,
+        stack.as_ptr().add(1),
+        n | ffi::PY_VECTORCALL_ARGUMENTS_OFFSET,
+        std::ptr::null_mut(),
+    )
 }
 
 /// Handles queued inside the loop are hidden from the cyclic GC: every
