@@ -136,9 +136,14 @@ def summarize(results: list[dict], loops: list[str], plan: list) -> dict:
     return {"lines": lines, **headline(lines)}
 
 
+def other_loops(names) -> list[str]:
+    """The loops other than ferroloop and its --baseline build."""
+    return [name for name in names if name not in (REFERENCE, BASE)]
+
+
 def best_peer(cells: dict) -> str | None:
     """The fastest loop of a line other than ferroloop (and its --baseline build)."""
-    peers = {n: c["median"] for n, c in cells.items() if n not in (REFERENCE, BASE) and c.get("ok")}
+    peers = {n: cells[n]["median"] for n in other_loops(cells) if cells[n].get("ok")}
     return max(peers, key=peers.get) if peers else None
 
 
@@ -240,7 +245,7 @@ def format_table(summary: dict, loops: list[str]) -> str:
     header = ["workload", *loops, *["ceiling"] * with_ceiling]
     header += [f"{REFERENCE}/{o}" for o in ratios]
     with_best = any(entry.get(f"{REFERENCE}/best") is not None for entry in summary["lines"])
-    with_best = with_best and len([name for name in loops if name not in (REFERENCE, BASE)]) > 1
+    with_best = with_best and len(other_loops(loops)) > 1
     header += [f"{REFERENCE}/best other"] * with_best
     header += [f"{REFERENCE}/ceiling"] * (with_ceiling and REFERENCE in loops)
     latency = [name for name in (COMPARED, REFERENCE) if name in loops]
@@ -280,7 +285,7 @@ def format_headline(summary: dict, loops: list[str]) -> str:
             f"{count} lines: {value:.3f}x; lines below 1.0x: {len(below)}"
             + (": " + ", ".join(f"{label} {v:.3f}x" for label, v in below) if below else "")
         )
-    if "best_geomean" in summary and len([n for n in loops if n not in (REFERENCE, BASE)]) > 1:
+    if "best_geomean" in summary and len(other_loops(loops)) > 1:
         value, count = summary["best_geomean"]
         behind = summary["behind_best"]
         out.append(

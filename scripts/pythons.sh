@@ -131,10 +131,11 @@ target_dir_for() { # $1 = interpreter: Cargo's target directory for its builds
   if [[ $1 == debian:* ]]; then echo "$root/target/debian"; else echo "$root/target"; fi
 }
 
-install_ferroloop() { # $1 = interpreter, $2 = extra ("test" or "bench"); prints the venv
+install_ferroloop() { # $1 = interpreter, $2 = extra ("test" or "bench"), $3 = the venv's
+  # name prefix (default "py": .venvs/py3.X); prints the venv
   local py=$1 extra=$2 tag venv src target
   tag=$(python_tag "$py")
-  venv="$root/.venvs/py$tag"
+  venv="$root/.venvs/${3:-py}$tag"
   echo "== CPython $tag ($py): installing ferroloop[$extra] into $venv" >&2
   [ -x "$venv/bin/python" ] || in_env "$py" "$(py_exe "$py")" -m venv "$venv" >&2
   src=$(source_for "$tag")
